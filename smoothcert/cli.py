@@ -1,0 +1,187 @@
+"""The `smoothcert` command line: argument parsing and one-line errors over the Python API, nothing else."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import SmoothcertError, check, check_alpha, check_count
+
+
+def _common_model_args(p: argparse.ArgumentParser, *, train: bool = False) -> None:
+    p.add_argument("--data", default="digits", help="digits | npz:PATH | cifar10:DIR | folder:DIR (default digits)")
+    p.add_argument("--split", default="train" if train else "test", choices=("train", "test"),
+                   help="which split of digits / cifar10 / folder (train|test layout) to use")
+    p.add_argument("--noise", default="gaussian", choices=("gaussian",), help="smoothing noise (default gaussian)")
+    p.add_argument("--sigma", type=float, help="Gaussian noise level, in the model's input space (pixels in [0,1])")
+    p.add_argument("--batch", type=int, default=1000 if not train else 64, help="samples per forward pass")
+    p.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same results")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+
+
+def _selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True,
+                   help="model.pt2 (torch.export), model.pt (TorchScript), package.module:factory or a built-in "
+                        "architecture (digits-cnn, cifar-resnet20, cifar-resnet110) with --weights")
+    p.add_argument("--weights", help="state dict (torch.save(model.state_dict())) for a factory or architecture")
+    p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
+    p.add_argument("--out", required=True, help="results TSV; an existing one of the same settings is resumed")
+    p.add_argument("--skip", type=int, default=1, help="take every SKIP-th input (as Cohen et al.)")
+    p.add_argument("--max", type=int, default=None, help="at most this many inputs")
+    p.add_argument("--start", type=int, default=0, help="first input index")
+    p.add_argument("--indices", help="comma-separated input indices instead of --start/--skip/--max")
+    p.add_argument("--amp", action="store_true", help="mixed-precision forward passes on CUDA")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smoothcert", description="Certified robustness by randomized smoothing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("certify", help="certify inputs (Cohen et al. CERTIFY) into a results TSV")
+    _common_model_args(p)
+    _selection_args(p)
+    p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
+    p.add_argument("--n", type=int, default=100_000, help="estimation samples (default 100000)")
+    p.add_argument("--certificate", default="cohen", help="certificate name (default cohen)")
+
+    p = sub.add_parser("predict", help="predict with abstention (Cohen et al. PREDICT) into a results TSV")
+    _common_model_args(p)
+    _selection_args(p)
+    p.add_argument("--n", type=int, default=10_000, help="samples (default 10000)")
+
+    p = sub.add_parser("train", help="train a base classifier under noise")
+    _common_model_args(p, train=True)
+    p.add_argument("--arch", default="digits-cnn", help="built-in architecture (digits-cnn, cifar-resnet20, ...)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--out", required=True, help="model file: .pt2 (torch.export) or any other suffix (state dict)")
+
+    p = sub.add_parser("analyze", help="certified accuracy, ACR and a plot from results files")
+    p.add_argument("results", nargs="+", help="results TSV files (overlaid in one plot)")
+    p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                   help="radii for the table (default 0 0.25 0.5 0.75 1)")
+    p.add_argument("--plot", help="write the certified-accuracy plot to this PNG")
+
+    p = sub.add_parser("demo", help="train, certify and analyze on scikit-learn's digits, end to end")
+    p.add_argument("--out-dir", default="demo_out", help="where models, results and the plot go (default demo_out)")
+    p.add_argument("--n", type=int, default=10_000, help="estimation samples per input (default 10000)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _noise(args):
+    from .noises import make_noise
+    return make_noise(args.noise, sigma=args.sigma)
+
+
+def _indices(args, data):
+    from .data import select
+    idx = None
+    if args.indices:
+        try:
+            idx = [int(v) for v in args.indices.split(",") if v.strip()]
+        except ValueError:
+            raise SmoothcertError(f"--indices must be comma-separated integers, got {args.indices!r}") from None
+    return select(data, skip=args.skip, max_count=args.max, start=args.start, indices=idx)
+
+
+def _smoothed(args):
+    """Checks, data, model, selection: everything a run needs, before any output exists."""
+    from .data import load_data
+    from .models import load_model
+    from .run import resolve_device
+    from .smooth import Smooth
+
+    noise = _noise(args)
+    check_alpha(args.alpha)
+    check_count("--batch", args.batch)
+    device = resolve_device(args.device)
+    data = load_data(args.data, args.split)
+    indices = _indices(args, data)
+    model = load_model(args.model, args.weights, device, num_classes=len(data.classes), in_channels=data.x.shape[1])
+    return Smooth(model, noise, device=device, amp=args.amp), data, indices
+
+
+def cmd_certify(args) -> None:
+    from .run import certify_dataset
+    check_count("--n0", args.n0)
+    check_count("--n", args.n)
+    from . import certificates
+    certificates.get(args.certificate)
+    smoothed, data, indices = _smoothed(args)
+    written = certify_dataset(smoothed, data, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+                              batch_size=args.batch, seed=args.seed, certificate=args.certificate,
+                              progress=not args.no_progress)
+    print(f"{written} rows written to {args.out} ({len(indices) - written} were already there)")
+
+
+def cmd_predict(args) -> None:
+    from .run import predict_dataset
+    check_count("--n", args.n)
+    smoothed, data, indices = _smoothed(args)
+    written = predict_dataset(smoothed, data, indices, args.out, n=args.n, alpha=args.alpha, batch_size=args.batch,
+                              seed=args.seed, progress=not args.no_progress)
+    print(f"{written} rows written to {args.out} ({len(indices) - written} were already there)")
+
+
+def cmd_train(args) -> None:
+    import torch
+
+    from .data import load_data
+    from .models import build, save_model
+    from .run import resolve_device
+    from .train import accuracy, train
+
+    noise = _noise(args)
+    check_count("--epochs", args.epochs)
+    check_count("--batch", args.batch)
+    device = resolve_device(args.device)
+    check(os.path.isdir(os.path.dirname(os.path.abspath(args.out))), f"output folder does not exist for {args.out}")
+    data = load_data(args.data, args.split)
+    torch.manual_seed(args.seed)
+    model = build(args.arch, num_classes=len(data.classes), in_channels=data.x.shape[1]).to(device)
+    train(model, data.x, data.y, noise, epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
+          on_epoch=lambda e: print(f"epoch {e.epoch:3d}  loss {e.loss:.4f}  noisy train acc {e.train_accuracy:.3f}"
+                                   f"  ({e.seconds:.1f}s)", flush=True))
+    save_model(model, args.out, data.x[:2])
+    print(f"saved {args.out}; noisy accuracy on {data.name}: {accuracy(model, data.x, data.y, noise, args.seed):.3f}")
+
+
+def cmd_analyze(args) -> None:
+    from .analysis import load_results, plot_certified_accuracy, summary_table
+    results = [load_results(path) for path in args.results]
+    print(summary_table(results, args.radii))
+    if args.plot:
+        print(f"plot written to {plot_certified_accuracy(results, args.plot)}")
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+    run_demo(out_dir=args.out_dir, n=args.n, epochs=args.epochs, device=args.device, progress=not args.no_progress)
+
+
+COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "analyze": cmd_analyze,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except SmoothcertError as exc:
+        print(f"smoothcert {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nsmoothcert {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as exc:  # files we could not read or write, bad values from libraries
+        print(f"smoothcert {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

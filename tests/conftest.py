@@ -1,0 +1,50 @@
+"""Shared fixtures: small models whose smoothed behaviour is known exactly."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+
+class Threshold(nn.Module):
+    """f(x) = 1 if x[..., 0] > 0 else 0, on inputs of shape (1,). Under N(0, s^2) noise the smoothed classifier
+    at x = m > 0 predicts 1 with pA = Phi(m / s), and its exact l2 robustness radius is m (the distance to the
+    decision boundary), which is s * Phi^-1(pA) (Cohen et al. 2019, Thm 1 is tight for linear classifiers)."""
+
+    def forward(self, x):
+        v = x.reshape(x.shape[0], -1)[:, :1]
+        return torch.cat([-v, v], dim=1)
+
+
+class Constant(nn.Module):
+    """Always votes for class `c` out of `k`."""
+
+    def __init__(self, c=2, k=5):
+        super().__init__()
+        self.c, self.k = c, k
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], self.k, dtype=x.dtype, device=x.device)
+        out[:, self.c] = 1.0
+        return out
+
+
+@pytest.fixture
+def threshold():
+    return Threshold()
+
+
+def tiny_cnn(num_classes=3, in_channels=1):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, num_classes))
+
+
+@pytest.fixture
+def npz_data(tmp_path):
+    """A small 3-class image data set (N, 1, 4, 4) saved as .npz."""
+    rng = np.random.default_rng(0)
+    y = np.arange(12) % 3
+    x = (rng.random((12, 1, 4, 4)) * 0.2 + y[:, None, None, None] * 0.4).astype(np.float32)
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x, y=y)
+    return path

@@ -1,0 +1,228 @@
+"""The command line end to end: certify/predict/train/analyze/demo, resume, and bad input."""
+import csv
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_cnn
+from smoothcert.cli import main
+from smoothcert.models import save_model
+from smoothcert.results import CERTIFY_COLUMNS, PREDICT_COLUMNS
+
+
+@pytest.fixture
+def model_pt2(tmp_path, npz_data):
+    path = tmp_path / "model.pt2"
+    save_model(tiny_cnn(), str(path), torch.zeros(2, 1, 4, 4))
+    return path
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def without_time(path):
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows(path)]
+
+
+def certify_args(model, data, out, *extra):
+    return ["certify", "--model", str(model), "--data", f"npz:{data}", "--sigma", "0.25", "--n0", "20", "--n", "300",
+            "--alpha", "0.01", "--batch", "128", "--seed", "0", "--out", str(out), "--no-progress", *extra]
+
+
+def test_certify_writes_cohens_columns_then_the_statistics(tmp_path, model_pt2, npz_data):
+    out = tmp_path / "r.tsv"
+    assert main(certify_args(model_pt2, npz_data, out)) == 0
+    header = open(out).readline().rstrip("\n").split("\t")
+    assert tuple(header) == CERTIFY_COLUMNS and header[:6] == ["idx", "label", "predict", "radius", "correct", "time"]
+    table = rows(out)
+    assert [int(r["idx"]) for r in table] == list(range(12))
+    for r in table:
+        counts = dict(item.split(":") for item in r["counts"].split(","))
+        assert sum(map(int, counts.values())) == 300
+        assert float(r["radius"]) >= 0
+        assert (int(r["predict"]) == -1) == (float(r["radius"]) == 0.0 and float(r["pA_lower"]) < 0.5)
+        assert int(r["correct"]) == int(int(r["predict"]) == int(r["label"]))
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, model_pt2, npz_data):
+    full, part = tmp_path / "full.tsv", tmp_path / "part.tsv"
+    assert main(certify_args(model_pt2, npz_data, full)) == 0
+    assert main(certify_args(model_pt2, npz_data, part, "--max", "5")) == 0
+    with open(part, "a") as f:          # an interrupted write leaves half a row behind
+        f.write("5\t2\t1\t0.12")
+    assert main(certify_args(model_pt2, npz_data, part)) == 0
+    assert without_time(part) == without_time(full)
+    assert main(certify_args(model_pt2, npz_data, part)) == 0   # nothing left to do: nothing duplicated
+    assert without_time(part) == without_time(full)
+
+
+def test_resume_refuses_a_file_made_with_other_settings(tmp_path, model_pt2, npz_data, capsys):
+    out = tmp_path / "r.tsv"
+    assert main(certify_args(model_pt2, npz_data, out, "--max", "3")) == 0
+    before = open(out).read()
+    args = certify_args(model_pt2, npz_data, out)
+    args[args.index("--sigma") + 1] = "0.5"
+    assert main(args) == 2
+    assert "scale" in capsys.readouterr().err
+    assert open(out).read() == before
+
+
+def test_same_seed_same_file_other_selection_same_rows(tmp_path, model_pt2, npz_data):
+    a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    assert main(certify_args(model_pt2, npz_data, a)) == 0
+    assert main(certify_args(model_pt2, npz_data, b, "--indices", "7,3")) == 0
+    by_idx = {r["idx"]: r for r in without_time(a)}
+    for r in without_time(b):
+        assert r == by_idx[r["idx"]]
+
+
+def test_predict_writes_cohens_predict_columns(tmp_path, model_pt2, npz_data):
+    out = tmp_path / "p.tsv"
+    args = ["predict", "--model", str(model_pt2), "--data", f"npz:{npz_data}", "--sigma", "0.25", "--n", "200",
+            "--alpha", "0.01", "--batch", "100", "--seed", "0", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    header = open(out).readline().rstrip("\n").split("\t")
+    assert tuple(header) == PREDICT_COLUMNS and header[:5] == ["idx", "label", "predict", "correct", "time"]
+    assert len(rows(out)) == 12
+
+
+def test_factory_and_weights_and_torchscript_models_load(tmp_path, npz_data):
+    weights = tmp_path / "w.pt"
+    torch.save(tiny_cnn().state_dict(), weights)
+    out1 = tmp_path / "a.tsv"
+    assert main(certify_args("conftest:tiny_cnn", npz_data, out1, "--weights", str(weights))) == 0
+    ts = tmp_path / "m.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(tiny_cnn(), torch.zeros(2, 1, 4, 4)), str(ts))
+    out2 = tmp_path / "b.tsv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # loading a TorchScript file must not spill deprecation warnings
+        assert main(certify_args(ts, npz_data, out2)) == 0
+    assert [r["counts"] for r in rows(out1)] == [r["counts"] for r in rows(out2)]
+
+
+def test_train_then_certify_then_analyze(tmp_path, npz_data, capsys):
+    model = tmp_path / "m.pt2"
+    assert main(["train", "--arch", "digits-cnn", "--data", f"npz:{npz_data}", "--sigma", "0.25", "--epochs", "2",
+                 "--out", str(model)]) == 2       # 4x4 images do not fit the 8x8 digits CNN: a clean error
+    assert "cannot take inputs of shape (1, 4, 4)" in capsys.readouterr().err
+    assert not model.exists()
+    rng = np.random.default_rng(0)
+    y = np.arange(30) % 3
+    npz_data = tmp_path / "d8.npz"
+    np.savez(npz_data, x=(rng.random((30, 1, 8, 8)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32), y=y)
+    assert main(["train", "--arch", "digits-cnn", "--data", f"npz:{npz_data}", "--sigma", "0.25", "--epochs", "2",
+                 "--out", str(model)]) == 0
+    out = tmp_path / "r.tsv"
+    assert main(certify_args(model, npz_data, out)) == 0
+    png = tmp_path / "plot.png"
+    assert main(["analyze", str(out), str(out), "--radii", "0", "0.1", "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "ACR" in text and "r=0.1" in text
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_runs_end_to_end_and_learns(tmp_path, capsys):
+    from smoothcert.demo import run_demo
+    outputs = run_demo(out_dir=str(tmp_path), n=200, epochs=15, progress=False)
+    text = capsys.readouterr().out
+    assert "ACR" in text and os.path.exists(tmp_path / "certified_accuracy.png")
+    for path in outputs:
+        table = rows(path)
+        assert len(table) == 450
+        # a working model: most test digits are certified correct at radius 0
+        assert np.mean([int(r["correct"]) for r in table]) > 0.7
+
+
+def bad(tmp_path, model_path, data_path, change):
+    args = certify_args(model_path, data_path, tmp_path / "bad.tsv")
+    for key, value in change.items():
+        flag = "--" + key
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    return args
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(alpha="0"), "alpha"), (dict(alpha="1.5"), "alpha"), (dict(n="0"), "--n"), (dict(n0="0"), "--n0"),
+    (dict(sigma="0"), "sigma"), (dict(sigma="-1"), "sigma"), (dict(model="missing.pt2"), "not found"),
+    (dict(data="npz:missing.npz"), "missing.npz"), (dict(certificate="nope"), "certificate"),
+    (dict(batch="0"), "batch"),
+])
+def test_bad_settings_fail_cleanly_without_a_results_file(tmp_path, model_pt2, npz_data, capsys, change, message):
+    assert main(bad(tmp_path, model_pt2, npz_data, change)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad.tsv").exists()
+
+
+def _npz(tmp_path, x, y):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+@pytest.mark.parametrize("case,message", [("nan", "NaN"), ("shape", "shape"), ("label", "labels")])
+def test_bad_data_fails_cleanly(tmp_path, model_pt2, capsys, case, message):
+    x = np.zeros((4, 1, 4, 4), np.float32)
+    y = np.array([0, 1, 2, 0])
+    if case == "nan":
+        x[2, 0, 1, 1] = np.nan
+    elif case == "shape":
+        x = np.zeros((4, 1, 5, 5), np.float32)
+    else:
+        y = np.array([0, 1, 7, 0])
+    assert main(certify_args(model_pt2, _npz(tmp_path, x, y), tmp_path / "bad.tsv")) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad.tsv").exists()
+
+
+class WrongOutput(torch.nn.Module):
+    def forward(self, x):
+        return x.flatten(1).sum(1)
+
+
+class NanOutput(torch.nn.Module):
+    def forward(self, x):
+        return torch.full((x.shape[0], 3), float("nan"))
+
+
+@pytest.mark.parametrize("factory,message", [("WrongOutput", "(batch, classes)"), ("NanOutput", "non-finite")])
+def test_bad_model_outputs_fail_cleanly(tmp_path, npz_data, capsys, factory, message):
+    path = tmp_path / "m.pt2"
+    save_model(globals()[factory](), str(path), torch.zeros(2, 1, 4, 4))
+    assert main(certify_args(path, npz_data, tmp_path / "bad.tsv")) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad.tsv").exists()
+
+
+def test_weights_that_are_not_a_plain_state_dict_fail_cleanly(tmp_path, npz_data, capsys):
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 3, "state_dict": tiny_cnn().state_dict()}, ckpt)
+    whole = tmp_path / "whole.pt"
+    torch.save(tiny_cnn(), whole)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(100))
+    for path, message in [(ckpt, "not a plain state dict"), (whole, "plain state dict"), (garbage, "plain state dict")]:
+        assert main(certify_args("conftest:tiny_cnn", npz_data, tmp_path / "bad.tsv", "--weights", str(path))) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "bad.tsv").exists()
+
+
+def test_unreadable_model_file_fails_cleanly(tmp_path, npz_data, capsys):
+    junk = tmp_path / "junk.pt2"
+    junk.write_bytes(b"not a zip")
+    assert main(certify_args(junk, npz_data, tmp_path / "bad.tsv")) == 2
+    assert "cannot load" in capsys.readouterr().err
+    assert not (tmp_path / "bad.tsv").exists()

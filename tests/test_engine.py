@@ -1,0 +1,173 @@
+"""The sampling engine and CERTIFY/PREDICT: packing, counting, reproducibility, independence, back-off."""
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from conftest import Constant, Threshold
+from smoothcert import ABSTAIN, Gaussian, Smooth, SmoothcertError
+from smoothcert.sampling import Request, Sampler, derive_seed, make_stream
+from smoothcert.smooth import group_size
+
+
+def sampler(model=None, batch=10, k=2):
+    return Sampler(model or Threshold(), Gaussian(1.0), k, batch_size=batch)
+
+
+@pytest.mark.parametrize("sizes,batch", [([3, 3, 3, 3], 10), ([25, 7, 10], 10), ([1] * 13, 4), ([100, 100], 1000),
+                                         ([100, 10_000] * 3, 1000)])
+def test_plan_draws_every_sample_once_in_full_batches(sizes, batch):
+    reqs = [Request(0, torch.Generator(), k) for k in sizes]
+    plan = sampler(batch=batch).plan(reqs)
+    drawn = np.zeros(len(sizes), dtype=int)
+    for b in plan:
+        assert 0 < sum(k for _, k in b) <= batch
+        for r, k in b:
+            drawn[r] += k
+    assert list(drawn) == sizes
+    # packing: no two consecutive partial batches could have been merged
+    loads = [sum(k for _, k in b) for b in plan]
+    assert sum(loads) == sum(sizes)
+    assert len(plan) <= sum(-(-k // batch) for k in sizes)
+
+
+def test_counts_add_up_and_match_the_exact_probability():
+    s = sampler(batch=1000)
+    x = torch.tensor([[0.0], [1.0]])
+    reqs = [Request(0, make_stream(0, 0, 1, "cpu"), 20_000), Request(1, make_stream(0, 1, 1, "cpu"), 20_000)]
+    counts = s.counts(x, reqs)
+    assert counts.shape == (2, 2) and list(counts.sum(1)) == [20_000, 20_000]
+    # class 1 frequency is Bin(20000, Phi(x/sigma)): check within 5 standard deviations
+    for row, p in zip(counts, [0.5, stats.norm.cdf(1.0)]):
+        assert abs(row[1] / 20_000 - p) < 5 * np.sqrt(p * (1 - p) / 20_000)
+
+
+def test_derived_seeds_differ_by_index_and_stage():
+    seeds = {derive_seed(0, i, s) for i in range(100) for s in range(3)}
+    assert len(seeds) == 300
+    assert derive_seed(7, 3, 1) == derive_seed(7, 3, 1)
+
+
+def test_same_seed_same_result_other_seed_other_result():
+    smooth = Smooth(Threshold(), Gaussian(1.0))
+    x = torch.full((5, 1), 0.3)
+    a = [c.counts for c in smooth.certify_many(x, 10, 500, 0.01, 64, seed=1)]
+    b = [c.counts for c in smooth.certify_many(x, 10, 500, 0.01, 64, seed=1)]
+    c = [c.counts for c in smooth.certify_many(x, 10, 500, 0.01, 64, seed=2)]
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not all(np.array_equal(u, v) for u, v in zip(a, c))
+    # identical inputs with different indices get different samples
+    assert not np.array_equal(a[0], a[1]) or not np.array_equal(a[1], a[2])
+
+
+def test_an_inputs_result_does_not_depend_on_the_other_inputs():
+    smooth = Smooth(Threshold(), Gaussian(1.0))
+    xs = torch.linspace(-1, 1, 9).view(9, 1)
+    many = {c.index: c for c in smooth.certify_many(xs, 100, 100, 0.01, 1000, seed=3, indices=range(10, 19))}
+    for j in [0, 4, 8]:
+        alone = smooth.certify(xs[j], 100, 100, 0.01, 1000, seed=3, index=10 + j)
+        assert np.array_equal(alone.counts, many[10 + j].counts)
+        assert np.array_equal(alone.counts_selection, many[10 + j].counts_selection)
+        assert alone.radius == many[10 + j].radius
+
+
+def test_many_small_inputs_share_full_forward_batches():
+    sizes = []
+
+    class Spy(Threshold):
+        def forward(self, x):
+            sizes.append(x.shape[0])
+            return super().forward(x)
+
+    smooth = Smooth(Spy(), Gaussian(1.0))
+    list(smooth.certify_many(torch.zeros(40, 1), 100, 100, 0.01, 1000))
+    sizes = sizes[1:]  # the first call is the one-input probe
+    assert sizes and all(s == 1000 for s in sizes)
+    assert group_size(1000, [100, 100_000], 500) == 10
+
+
+def test_out_of_memory_backs_off_to_smaller_forward_batches_with_the_same_counts():
+    class Small(Threshold):
+        def forward(self, x):
+            if x.shape[0] > 37:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().forward(x)
+
+    x = torch.tensor([[0.2]])
+    ok = Smooth(Threshold(), Gaussian(1.0)).certify(x[0], 10, 1000, 0.01, 250, seed=5)
+    smooth = Smooth(Small(), Gaussian(1.0))
+    backed = smooth.certify(x[0], 10, 1000, 0.01, 250, seed=5)
+    assert np.array_equal(ok.counts, backed.counts)
+
+
+def test_other_errors_are_not_mistaken_for_out_of_memory():
+    class Broken(Threshold):
+        def forward(self, x):
+            if x.shape[0] > 1:
+                raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+            return super().forward(x)
+
+    with pytest.raises(RuntimeError, match="shapes"):
+        Smooth(Broken(), Gaussian(1.0)).certify(torch.tensor([0.2]), 10, 100, 0.01, 50)
+
+
+def test_noise_is_drawn_in_the_model_dtype():
+    model = nn.Linear(3, 2).double()
+    s = Smooth(model, Gaussian(0.5))
+    c = s.certify(torch.zeros(3), 10, 100, 0.01, 50)
+    assert c.counts.sum() == 100
+
+
+def test_certify_constant_classifier_gives_the_closed_form_radius():
+    # every sample votes for class 2: pA_lower = alpha^(1/n) exactly, radius = sigma * Phi^-1(alpha^(1/n))
+    s = Smooth(Constant(2, 5), Gaussian(0.25))
+    c = s.certify(torch.zeros(3, 4, 4), 100, 1000, 0.001, 300)
+    assert c.prediction == 2 and list(c.counts) == [0, 0, 1000, 0, 0] and list(c.counts_selection) == [0, 0, 100, 0, 0]
+    assert c.p_lower == pytest.approx(0.001 ** (1 / 1000), rel=1e-12)
+    assert c.radius == pytest.approx(0.25 * stats.norm.ppf(0.001 ** (1 / 1000)), rel=1e-12)
+
+
+def test_certify_abstains_at_a_tie_and_never_returns_a_negative_radius():
+    s = Smooth(Threshold(), Gaussian(1.0))
+    for c in s.certify_many(torch.zeros(20, 1), 50, 1000, 0.001, 500):
+        assert c.abstained and c.prediction == ABSTAIN and c.radius == 0.0
+
+
+def test_predict_returns_the_clear_winner_and_abstains_at_a_tie():
+    s = Smooth(Threshold(), Gaussian(0.1))
+    p = s.predict(torch.tensor([1.0]), 1000, 0.001, 500)
+    assert p.prediction == 1 and p.counts[1] == 1000 and p.pvalue < 1e-100
+    ties = list(s.predict_many(torch.zeros(30, 1), 1000, 0.001, 500))
+    assert sum(t.abstained for t in ties) >= 25
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(alpha=0.0), "alpha"), (dict(alpha=1.0), "alpha"), (dict(n=0), "n "),
+                                          (dict(n0=0), "n0"), (dict(batch_size=0), "batch")])
+def test_certify_rejects_bad_settings(kwargs, match):
+    args = dict(n0=10, n=100, alpha=0.01, batch_size=50) | kwargs
+    with pytest.raises(SmoothcertError, match=match):
+        Smooth(Threshold(), Gaussian(1.0)).certify(torch.tensor([0.1]), **args)
+
+
+def test_certify_rejects_non_finite_inputs_and_wrong_shapes():
+    s = Smooth(nn.Linear(3, 2), Gaussian(1.0))
+    with pytest.raises(SmoothcertError, match="NaN"):
+        list(s.certify_many(torch.tensor([[0.0, float("nan"), 1.0]]), 10, 100, 0.01, 50))
+    with pytest.raises(SmoothcertError, match="cannot take inputs of shape"):
+        s.certify(torch.zeros(4), 10, 100, 0.01, 50)
+
+
+def test_certify_rejects_bad_model_outputs():
+    class Flat(nn.Module):
+        def forward(self, x):
+            return x.sum(dim=1)
+
+    class Nan(nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 2), float("nan"))
+
+    with pytest.raises(SmoothcertError, match=r"\(batch, classes\)"):
+        Smooth(Flat(), Gaussian(1.0)).certify(torch.zeros(3), 10, 100, 0.01, 50)
+    with pytest.raises(SmoothcertError, match="non-finite"):
+        Smooth(Nan(), Gaussian(1.0)).certify(torch.zeros(3), 10, 100, 0.01, 50)
