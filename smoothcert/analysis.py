@@ -84,7 +84,9 @@ def load_results(path) -> Results:
             check(0 < alphas[-1] < 1, f"{where}: alpha must be in (0, 1), got {row['alpha']!r}")
     alpha = max(alphas) if alphas else None    # the largest if it varies: keeps the interval's correction valid
     scale = _constant(rows, "scale")
-    parts = [p for p in (_constant(rows, "certificate"), scale and f"σ={scale}") if p]    # e.g. "cohen σ=0.25"
+    symbol = {"gaussian": "σ", "laplace": "λ"}.get(_constant(rows, "noise"), "scale")
+    scale = scale and f"{symbol}={float(scale):.4g}"
+    parts = [p for p in (_constant(rows, "certificate"), scale, _constant(rows, "norm")) if p]  # "cohen σ=0.25 l2"
     arrays = {c: cols[c].astype(float if c == "radius" else np.int64) for c in REQUIRED}
     for a in arrays.values():
         a.flags.writeable = False

@@ -1,11 +1,18 @@
-"""Named certificates: pure functions of the stored statistics -> (class, radius, probability bound).
+"""Named certificates: pure, vectorised functions of the stored counts -> (class, radius, bounds).
 
-A certificate never sees the model: it reads the class counts of the selection stage (n0 samples) and of the
-estimation stage (n fresh samples), so any run can be re-certified later from its results file.
+A certificate never sees the model: it reads the class counts of the selection stage (n0 samples, which choose
+the top class A, and where needed the runner-up B) and of the estimation stage (n fresh samples, which bound
+the probabilities), so any run can be re-certified later from its results file. The statistics decide which
+probabilities are bounded and at which level; the noise turns the bounds into a radius.
+
+Why each is sound (failure probability <= alpha): A (and B) are functions of the selection samples only,
+which are independent of the estimation samples, so conditional on them every bound below is a plain
+confidence bound for fixed classes.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -17,11 +24,12 @@ ABSTAIN = -1
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a certificate concludes for each of G inputs: class (ABSTAIN = -1), radius, and the bound used."""
+    """What a certificate concludes for each of G inputs."""
 
-    prediction: np.ndarray   # (G,) int
+    prediction: np.ndarray   # (G,) int, ABSTAIN = -1
     radius: np.ndarray       # (G,) float, 0 where it abstains, never negative
-    p_lower: np.ndarray      # (G,) float
+    p_lower: np.ndarray      # (G,) lower bound on P(A) (nan where not used)
+    p_upper: np.ndarray      # (G,) upper bound on max_{c != A} P(c) (nan where not used)
 
 
 def _as_counts(counts) -> np.ndarray:
@@ -29,26 +37,145 @@ def _as_counts(counts) -> np.ndarray:
     return counts[None, :] if counts.ndim == 1 else counts
 
 
-def cohen(counts_selection, counts, noise, alpha: float, norm: str = "l2") -> Verdict:
-    """Cohen et al. 2019, Alg. CERTIFY: top class of the selection counts, one-sided Clopper-Pearson lower bound
-    on its probability from the *fresh* estimation counts, abstain below 1/2, else noise.radius(bound).
-
-    Counts are (G, K) arrays (or one (K,) vector); the verdict is vectorised over the G inputs."""
-    alpha = check_alpha(alpha)
+def _top(counts_selection, counts):
     counts_selection, counts = _as_counts(counts_selection), _as_counts(counts)
+    c_a = counts_selection.argmax(axis=1)      # ties go to the lowest class, as in Cohen et al.'s code
     rows = np.arange(len(counts))
-    c_a = counts_selection.argmax(axis=1)          # ties go to the lowest class, as in Cohen et al.'s code
-    p_lower = np.atleast_1d(bounds.clopper_pearson_lower(counts[rows, c_a], counts.sum(axis=1), alpha))
-    certified = p_lower >= 0.5
-    radius = np.where(certified, noise.radius(p_lower, norm), 0.0)
-    return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_lower)
+    return counts_selection, counts, rows, c_a
 
 
-CERTIFICATES = {"cohen": cohen}
+def one_sided(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
+    """Cohen et al. 2019, Alg. CERTIFY: one-sided Clopper-Pearson lower bound on P(A) at level alpha from the
+    fresh counts; abstain below 1/2, else noise.radius(bound) (sigma Phi^-1(pA) for Gaussian noise,
+    -lam log 2(1 - pA) for Laplace noise, Teng et al. Thm 2)."""
+    _, counts, rows, c_a = _top(counts_selection, counts)
+    p_a = np.atleast_1d(bounds.clopper_pearson_lower(counts[rows, c_a], counts.sum(axis=1), alpha))
+    certified = p_a >= 0.5
+    radius = np.where(certified, noise.radius(p_a, norm), 0.0)
+    return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_a, np.full(len(p_a), np.nan))
 
 
-def get(name: str):
-    try:
-        return CERTIFICATES[name]
-    except KeyError:
-        raise SmoothcertError(f"unknown certificate {name!r} (known: {', '.join(CERTIFICATES)})") from None
+def _two_sided(radius_of: Callable) -> Callable:
+    def certificate(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
+        """Bonferroni pair (000 eqs 4-5): a lower bound on P(A) and an upper bound on max_{c != A} P(c), each at
+        alpha/2. The upper bound is the Clopper-Pearson bound of the largest other count: if c* is the truly
+        most likely other class, its bound is exceeded with prob <= alpha/2 and is <= the bound of the largest
+        count, so no union over classes is needed. It is also capped at 1 - p_A: on the event P(A) >= p_A, no
+        other class has more than 1 - p_A."""
+        _, counts, rows, c_a = _top(counts_selection, counts)
+        n = counts.sum(axis=1)
+        p_a = np.atleast_1d(bounds.clopper_pearson_lower(counts[rows, c_a], n, alpha / 2))
+        others = counts.copy()
+        others[rows, c_a] = -1
+        p_b = np.minimum(np.atleast_1d(bounds.clopper_pearson_upper(others.max(axis=1).clip(0), n, alpha / 2)), 1 - p_a)
+        certified = p_a > p_b
+        radius = np.where(certified, radius_of(noise)(p_a, p_b, norm), 0.0)
+        return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_a, p_b)
+    certificate.__doc__ = f"{radius_of.__doc__}\n{certificate.__doc__}"
+    return certificate
+
+
+def _margin(noise):
+    """Two-sided margin radius: Gaussian sigma/2 (Phi^-1(pA) - Phi^-1(pB)); Laplace Teng et al. Thm 1."""
+    return noise.margin_radius
+
+
+def _lecuyer(noise):
+    """Lecuyer et al. 2019's lam/2 log(pA/pB) (Teng et al., Table 1)."""
+    return noise.lecuyer_radius
+
+
+margin = _two_sided(_margin)
+lecuyer = _two_sided(_lecuyer)
+
+
+def runner_up(counts_selection: np.ndarray, c_a: np.ndarray) -> np.ndarray:
+    """The most frequent class other than A in the selection counts (lowest index on ties or all-zero)."""
+    others = counts_selection.copy()
+    others[np.arange(len(c_a)), c_a] = -1
+    return others.argmax(axis=1)
+
+
+def exact_margin(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
+    """The exact trinomial lower confidence bound L on Phi^-1(P(A)) - Phi^-1(max(P(B), P(rest))) (000 §4,
+    corrected per ERRATA; see bounds.exact_margin_lower), radius sigma/2 * L, abstain unless L > 0. A and B come
+    from the selection samples, so the trinomial (A, B, rest) of the fresh counts has fixed classes, and
+    max(P(B), P(rest)) >= max_{c != A} P(c) keeps the radius valid whatever the other classes do."""
+    noise._check_norm(norm)
+    counts_selection, counts, rows, c_a = _top(counts_selection, counts)
+    c_b = runner_up(counts_selection, c_a)
+    x_a, x_b = counts[rows, c_a], counts[rows, c_b]
+    x_r = counts.sum(axis=1) - x_a - x_b
+    lower = np.array([bounds.exact_margin_lower(int(a), int(b), int(r), alpha, "probit")
+                      for a, b, r in zip(x_a, x_b, x_r)])
+    certified = lower > 0
+    radius = np.where(certified, 0.5 * noise.sigma * np.where(certified, lower, 0.0), 0.0)
+    nan = np.full(len(lower), np.nan)
+    return Verdict(np.where(certified, c_a, ABSTAIN), radius, nan, nan)
+
+
+def best(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
+    """The one-sided or the two-sided (margin) certificate, whichever the *selection* counts predict gives the
+    larger radius, computed at the full alpha on the estimation counts.
+
+    Soundness: the choice is a function of the selection samples alone, which are independent of the
+    estimation samples. Conditional on the selection samples, each candidate fails with probability <= alpha,
+    so the chosen one does too, and so unconditionally. (Taking the larger of both radii computed on the
+    estimation counts would not be sound: it fails when either fails, up to 2 alpha.) The prediction plugs the
+    selection frequencies, scaled to n, into both certificates."""
+    counts_selection, counts = _as_counts(counts_selection), _as_counts(counts)
+    n0 = counts_selection.sum(axis=1, keepdims=True)
+    n = counts.sum(axis=1, keepdims=True)
+    pseudo = np.floor(counts_selection * (n / n0) + 0.5).astype(np.int64)
+    pseudo[np.arange(len(pseudo)), pseudo.argmax(axis=1)] += (n - pseudo.sum(axis=1, keepdims=True))[:, 0]
+    use_margin = margin(counts_selection, pseudo, noise, alpha, norm).radius > \
+        one_sided(counts_selection, pseudo, noise, alpha, norm).radius
+    a = one_sided(counts_selection, counts, noise, alpha, norm)
+    b = margin(counts_selection, counts, noise, alpha, norm)
+    return Verdict(*(np.where(use_margin, getattr(b, f), getattr(a, f)) for f in
+                     ("prediction", "radius", "p_lower", "p_upper")))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A named certificate: its function, the noises it is valid for, and the norm it reports by default."""
+
+    name: str
+    fn: Callable
+    noises: tuple[str, ...]
+    norm: dict  # noise name -> default norm
+    summary: str
+
+
+_G, _L = "gaussian", "laplace"
+CERTIFICATES = {s.name: s for s in [
+    Spec("cohen", one_sided, (_G,), {_G: "l2"}, "one-sided Clopper-Pearson, sigma Phi^-1(pA) (Cohen et al.)"),
+    Spec("margin", margin, (_G,), {_G: "l2"}, "two-sided margin sigma/2 (Phi^-1 pA - Phi^-1 pB), Bonferroni"),
+    Spec("exact-margin", exact_margin, (_G,), {_G: "l2"}, "exact trinomial bound on the Phi^-1 margin"),
+    Spec("best", best, (_G, _L), {_G: "l2", _L: "l1"}, "one- or two-sided, chosen on the selection samples"),
+    Spec("teng", margin, (_L,), {_L: "l1"}, "Laplace l1, Teng et al. Thm 1 (Bonferroni pA, pB)"),
+    Spec("teng-binary", one_sided, (_L,), {_L: "l1"}, "Laplace l1, Teng et al. Thm 2: -lam log 2(1 - pA)"),
+    Spec("lecuyer", lecuyer, (_L,), {_L: "l1"}, "Laplace l1 baseline lam/2 log(pA/pB) (Lecuyer et al.)"),
+    Spec("gaussian-l1", one_sided, (_G,), {_G: "l1"}, "Gaussian l2 radius read as an l1 radius (baseline)"),
+]}
+DEFAULT = {_G: "cohen", _L: "teng"}
+
+
+def get(name: str | None, noise) -> Spec:
+    """The certificate `name` (the noise's default when None), checked to be valid for `noise`."""
+    name = DEFAULT[noise.name] if name is None else name
+    if name not in CERTIFICATES:
+        raise SmoothcertError(f"unknown certificate {name!r} (known: {', '.join(CERTIFICATES)})")
+    spec = CERTIFICATES[name]
+    if noise.name not in spec.noises:
+        raise SmoothcertError(f"certificate {name!r} is for {' or '.join(spec.noises)} noise, not {noise.name}")
+    return spec
+
+
+def certify(name: str | None, counts_selection, counts, noise, alpha: float, norm: str | None = None) -> Verdict:
+    """Apply certificate `name` to (G, K) count arrays (or single count vectors)."""
+    alpha = check_alpha(alpha)
+    spec = get(name, noise)
+    norm = spec.norm[noise.name] if norm is None else norm
+    noise._check_norm(norm)
+    return spec.fn(counts_selection, counts, noise, alpha, norm)

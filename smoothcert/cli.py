@@ -12,8 +12,10 @@ def _common_model_args(p: argparse.ArgumentParser, *, train: bool = False) -> No
     p.add_argument("--data", default="digits", help="digits | npz:PATH | cifar10:DIR | folder:DIR (default digits)")
     p.add_argument("--split", default="train" if train else "test", choices=("train", "test"),
                    help="which split of digits / cifar10 / folder (train|test layout) to use")
-    p.add_argument("--noise", default="gaussian", choices=("gaussian",), help="smoothing noise (default gaussian)")
+    p.add_argument("--noise", default="gaussian", choices=("gaussian", "laplace"),
+                   help="smoothing noise (default gaussian): gaussian certifies l2, laplace certifies l1")
     p.add_argument("--sigma", type=float, help="Gaussian noise level, in the model's input space (pixels in [0,1])")
+    p.add_argument("--lam", type=float, help="Laplace noise scale (lam = sigma/sqrt(2) matches Gaussian sigma)")
     p.add_argument("--batch", type=int, default=1000 if not train else 64, help="samples per forward pass")
     p.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same results")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
@@ -34,6 +36,14 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _certificate_args(p: argparse.ArgumentParser) -> None:
+    from .certificates import CERTIFICATES
+    names = ", ".join(f"{name} ({'/'.join(s.noises)})" for name, s in CERTIFICATES.items())
+    p.add_argument("--certificate", default=None,
+                   help=f"certificate (default: cohen for gaussian, teng for laplace); one of {names}")
+    p.add_argument("--norm", default=None, choices=("l2", "l1"), help="norm of the radius (default: the certificate's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoothcert", description="Certified robustness by randomized smoothing.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _selection_args(p)
     p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
     p.add_argument("--n", type=int, default=100_000, help="estimation samples (default 100000)")
-    p.add_argument("--certificate", default="cohen", help="certificate name (default cohen)")
+    _certificate_args(p)
 
     p = sub.add_parser("predict", help="predict with abstention (Cohen et al. PREDICT) into a results TSV")
     _common_model_args(p)
@@ -56,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--out", required=True, help="model file: .pt2 (torch.export) or any other suffix (state dict)")
+    p.add_argument("--adv-step", type=float, default=0.0,
+                   help="adversarial-noise training (Teng et al. Type 2): add adv_step * sign(grad) to the noisy input")
+
+    p = sub.add_parser("recertify", help="recompute a certify TSV with another certificate, from its counts alone")
+    p.add_argument("results", help="a certify results TSV")
+    _certificate_args(p)
+    p.add_argument("--out", required=True, help="the new results TSV (same layout)")
 
     p = sub.add_parser("analyze", help="certified accuracy, ACR and a plot from results files")
     p.add_argument("results", nargs="+", help="results TSV files (overlaid in one plot)")
@@ -74,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _noise(args):
     from .noises import make_noise
-    return make_noise(args.noise, sigma=args.sigma)
+    return make_noise(args.noise, sigma=args.sigma, lam=args.lam)
 
 
 def _indices(args, data):
@@ -110,10 +127,12 @@ def cmd_certify(args) -> None:
     check_count("--n0", args.n0)
     check_count("--n", args.n)
     from . import certificates
-    certificates.get(args.certificate)
+    noise = _noise(args)
+    spec = certificates.get(args.certificate, noise)
+    noise._check_norm(args.norm or spec.norm[noise.name])
     smoothed, data, indices = _smoothed(args)
     written = certify_dataset(smoothed, data, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
-                              batch_size=args.batch, seed=args.seed, certificate=args.certificate,
+                              batch_size=args.batch, seed=args.seed, certificate=args.certificate, norm=args.norm,
                               progress=not args.no_progress)
     print(f"{written} rows written to {args.out} ({len(indices) - written} were already there)")
 
@@ -144,10 +163,16 @@ def cmd_train(args) -> None:
     torch.manual_seed(args.seed)
     model = build(args.arch, num_classes=len(data.classes), in_channels=data.x.shape[1]).to(device)
     train(model, data.x, data.y, noise, epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
-          on_epoch=lambda e: print(f"epoch {e.epoch:3d}  loss {e.loss:.4f}  noisy train acc {e.train_accuracy:.3f}"
+          adversarial_step=args.adv_step, on_epoch=lambda e: print(f"epoch {e.epoch:3d}  loss {e.loss:.4f}  noisy train acc {e.train_accuracy:.3f}"
                                    f"  ({e.seconds:.1f}s)", flush=True))
     save_model(model, args.out, data.x[:2])
     print(f"saved {args.out}; noisy accuracy on {data.name}: {accuracy(model, data.x, data.y, noise, args.seed):.3f}")
+
+
+def cmd_recertify(args) -> None:
+    from .run import recertify
+    rows = recertify(args.results, args.certificate, args.out, args.norm)
+    print(f"{rows} rows re-certified into {args.out}")
 
 
 def cmd_analyze(args) -> None:
@@ -163,8 +188,8 @@ def cmd_demo(args) -> None:
     run_demo(out_dir=args.out_dir, n=args.n, epochs=args.epochs, device=args.device, progress=not args.no_progress)
 
 
-COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "analyze": cmd_analyze,
-            "demo": cmd_demo}
+COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "recertify": cmd_recertify,
+            "analyze": cmd_analyze, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from .errors import SmoothcertError, check
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
                    "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "seed",
-                   "pA_lower", "num_classes", "counts_selection", "counts")
+                   "pA_lower", "pB_upper", "num_classes", "counts_selection", "counts")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time",
                    "noise", "scale", "alpha", "n", "seed", "pvalue", "num_classes", "counts")
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from .errors import check
-from .results import (CERTIFY_COLUMNS, PREDICT_COLUMNS, ResultsWriter, encode_counts, format_float,
-                      format_time)
+from . import certificates
+from .errors import SmoothcertError, check
+from .noises import NOISES
+from .results import (CERTIFY_COLUMNS, PREDICT_COLUMNS, ResultsWriter, decode_counts, encode_counts, format_float,
+                      format_time, read_rows, write_all)
 from .smooth import Smooth
 
 
@@ -53,21 +56,54 @@ def _check_labels(smoothed: Smooth, data, indices) -> None:
 
 
 def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: int, alpha: float,
-                    batch_size: int, seed: int = 0, certificate: str = "cohen", norm: str = "l2",
+                    batch_size: int, seed: int = 0, certificate: str | None = None, norm: str | None = None,
                     progress: bool = True) -> int:
     """CERTIFY data.x[indices] into `out` (resuming it), returning the number of rows written now."""
-    settings = {"certificate": certificate, "norm": norm, "alpha": format_float(alpha), "n0": str(n0), "n": str(n),
+    spec = certificates.get(certificate, smoothed.noise)
+    norm = spec.norm[smoothed.noise.name] if norm is None else norm
+    smoothed.noise._check_norm(norm)
+    settings = {"certificate": spec.name, "norm": norm, "alpha": format_float(alpha), "n0": str(n0), "n": str(n),
                 "seed": str(seed)}
 
     def run(xs, **kw):
         return smoothed.certify_many(xs, n0, n, alpha, batch_size, seed=seed, indices=indices,
-                                     certificate=certificate, norm=norm, **kw)
+                                     certificate=spec.name, norm=norm, **kw)
 
     def row(c):
         return {"radius": format_float(c.radius), "pA_lower": format_float(c.p_lower),
-                "counts_selection": encode_counts(c.counts_selection), "counts": encode_counts(c.counts)}
+                "pB_upper": format_float(c.p_upper), "counts_selection": encode_counts(c.counts_selection),
+                "counts": encode_counts(c.counts)}
 
     return _to_file(smoothed, data, indices, out, CERTIFY_COLUMNS, settings, run, row, progress)
+
+
+def recertify(path: str, certificate: str, out: str, norm: str | None = None) -> int:
+    """Recompute every row of a certify results file with another certificate, from its stored counts alone
+    (no model), and write the same layout to `out` atomically. Returns the number of rows."""
+    table = read_rows(path)
+    check(len(table) > 0, f"{path} has no rows to re-certify")
+    missing = [c for c in CERTIFY_COLUMNS if c not in table[0]]
+    check(not missing, f"{path} is not a smoothcert certify file (missing columns: {', '.join(missing)})")
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(table):
+        groups.setdefault((r["noise"], r["scale"], r["alpha"], r["num_classes"]), []).append(i)
+    for (noise_name, scale, alpha, k), members in groups.items():
+        try:
+            noise = NOISES[noise_name](float(scale))
+            k, alpha = int(k), float(alpha)
+            c0 = np.stack([decode_counts(table[i]["counts_selection"], k) for i in members])
+            c1 = np.stack([decode_counts(table[i]["counts"], k) for i in members])
+        except (KeyError, ValueError) as exc:
+            raise SmoothcertError(f"{path}: unreadable row ({exc})") from exc
+        spec = certificates.get(certificate, noise)
+        row_norm = spec.norm[noise.name] if norm is None else norm
+        v = certificates.certify(spec.name, c0, c1, noise, alpha, row_norm)
+        for j, i in enumerate(members):
+            table[i].update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),
+                            radius=format_float(v.radius[j]), correct=int(int(v.prediction[j]) == int(table[i]["label"])),
+                            pA_lower=format_float(v.p_lower[j]), pB_upper=format_float(v.p_upper[j]))
+    write_all(out, CERTIFY_COLUMNS, table)
+    return len(table)
 
 
 def predict_dataset(smoothed: Smooth, data, indices, out: str, *, n: int, alpha: float, batch_size: int,

@@ -29,11 +29,13 @@ class Certificate:
     index: int
     prediction: int            # certified class, ABSTAIN (-1) when it abstains
     radius: float              # certified radius (0.0 when it abstains; never negative)
-    p_lower: float             # the lower confidence bound on the top class's probability
+    p_lower: float             # lower confidence bound on the top class's probability (nan if not used)
+    p_upper: float             # upper bound on the runner-up's probability (nan if not used)
     counts_selection: np.ndarray   # class counts of the n0 selection samples
     counts: np.ndarray             # class counts of the n estimation samples
     alpha: float
     certificate: str
+    norm: str
     seconds: float
 
     @property
@@ -79,7 +81,7 @@ class Smooth:
     # -- public API -------------------------------------------------------------------------------
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000, *,
                 seed: int = 0, index: int = 0, generator: torch.Generator | None = None,
-                certificate: str = "cohen") -> Certificate:
+                certificate: str | None = None, norm: str | None = None) -> Certificate:
         """CERTIFY one input.
 
         Args:
@@ -90,10 +92,11 @@ class Smooth:
             batch_size: noisy samples per forward pass.
             seed, index: the input's streams are derived from (seed, index), as in `certify_many`.
             generator: use this one generator for both stages instead of derived streams.
-            certificate: name of a certificate in `smoothcert.certificates`.
+            certificate: name of a certificate in `smoothcert.certificates` (default: the noise's own).
+            norm: the norm of the radius (default: the certificate's).
         """
         return next(self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size, seed=seed, indices=[index],
-                                      generator=generator, certificate=certificate))
+                                      generator=generator, certificate=certificate, norm=norm))
 
     def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int = 1000, *, seed: int = 0,
                 index: int = 0, generator: torch.Generator | None = None) -> Prediction:
@@ -103,7 +106,7 @@ class Smooth:
 
     def certify_many(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000, *,
                      seed: int = 0, indices: Sequence[int] | None = None, generator: torch.Generator | None = None,
-                     certificate: str = "cohen", norm: str = "l2", skip: Callable[[int], bool] | None = None,
+                     certificate: str | None = None, norm: str | None = None, skip: Callable[[int], bool] | None = None,
                      on_batch: Callable[[int], None] | None = None) -> Iterator[Certificate]:
         """CERTIFY many inputs, yielding one Certificate per input in order.
 
@@ -115,13 +118,15 @@ class Smooth:
         alpha = check_alpha(alpha)
         check_count("n0", n0)
         check_count("n", n)
-        certify_fn = certificates.get(certificate)
+        spec = certificates.get(certificate, self.noise)
+        norm = spec.norm[self.noise.name] if norm is None else norm
+        self.noise._check_norm(norm)
         stages = ((SELECTION, n0), (ESTIMATION, n))
         for idx, (c0, c1), seconds in self._groups(xs, stages, batch_size, seed, indices, generator, skip, on_batch):
-            v = certify_fn(c0, c1, self.noise, alpha, norm)
+            v = certificates.certify(spec.name, c0, c1, self.noise, alpha, norm)
             for j, index in enumerate(idx):
-                yield Certificate(index, int(v.prediction[j]), float(v.radius[j]), float(v.p_lower[j]), c0[j], c1[j],
-                                  alpha, certificate, seconds)
+                yield Certificate(index, int(v.prediction[j]), float(v.radius[j]), float(v.p_lower[j]),
+                                  float(v.p_upper[j]), c0[j], c1[j], alpha, spec.name, norm, seconds)
 
     def predict_many(self, xs: torch.Tensor, n: int, alpha: float, batch_size: int = 1000, *, seed: int = 0,
                      indices: Sequence[int] | None = None, generator: torch.Generator | None = None,

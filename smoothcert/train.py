@@ -21,7 +21,7 @@ class EpochLog:
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *, epochs: int = 30, batch_size: int = 64,
-          lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0,
+          lr: float = 1e-3, weight_decay: float = 1e-4, seed: int = 0, adversarial_step: float = 0.0,
           on_epoch: Callable[[EpochLog], None] | None = None) -> nn.Module:
     """Train `model` on (x, y) with every input perturbed by fresh `noise` at every step (Adam, cosine schedule).
 
@@ -31,6 +31,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *, epochs: 
         noise: the smoothing noise, e.g. Gaussian(0.25); training and certifying should use the same one.
         epochs, batch_size, lr, weight_decay: optimisation settings.
         seed: seeds the shuffling and the noise.
+        adversarial_step: > 0 trains on adversarial noise samples (Teng et al. §5.1 Type 2, after Salman et al.
+            2019): noisy input + adversarial_step * sign(grad_x loss), the gradient taken at the noisy input.
     """
     import time
 
@@ -38,6 +40,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *, epochs: 
     check_count("batch size", batch_size)
     check(lr > 0, f"learning rate must be > 0, got {lr}")
     check(len(x) == len(y) and len(x) > 0, "training data is empty or x and y differ in length")
+    check(adversarial_step >= 0, f"adversarial step must be >= 0, got {adversarial_step}")
     device = model_device(model)
     x, y = x.to(device), y.to(device)
     probe_model(model, x[:2])
@@ -54,6 +57,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *, epochs: 
         for idx in torch.randperm(len(x), generator=shuffle_gen).split(batch_size):
             xb, yb = x[idx.to(device)], y[idx.to(device)]
             noisy = xb + noise.sample(torch.empty_like(xb), gen)
+            if adversarial_step > 0:
+                noisy = noisy + adversarial_step * _loss_gradient_sign(model, loss_fn, noisy, yb)
             logits = model(noisy)
             loss = loss_fn(logits, yb)
             opt.zero_grad(set_to_none=True)
@@ -66,6 +71,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *, epochs: 
         if on_epoch is not None:
             on_epoch(EpochLog(epoch, loss_sum / total, correct / total, time.perf_counter() - t0))
     return model.eval()
+
+
+def _loss_gradient_sign(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """sign(grad_x loss(model(x), y)), computed without touching the model's gradients."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss_fn(model(x), y), x)
+    return grad.sign()
 
 
 @torch.inference_mode()

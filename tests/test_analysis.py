@@ -58,7 +58,7 @@ def test_load_cohen_file(cohen, tmp_path):
 
 
 def test_load_smoothcert_file(ours):
-    assert ours.name == "cohen σ=0.25" and ours.alpha == pytest.approx(0.001)
+    assert ours.name == "cohen σ=0.25 l2" and ours.alpha == pytest.approx(0.001)
     np.testing.assert_array_equal(ours.correct, [1, 1, 0, 0, 1, 0, 1, 1])
 
 

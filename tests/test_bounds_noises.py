@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import optimize, special, stats
 
-from smoothcert import Gaussian, SmoothcertError
+from smoothcert import Gaussian, Laplace, SmoothcertError
 from smoothcert.bounds import binomial_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
 
 
@@ -82,9 +82,15 @@ def test_gaussian_rejects_bad_sigma(bad):
         Gaussian(bad)
 
 
-def test_gaussian_rejects_other_norms():
-    with pytest.raises(SmoothcertError, match="l2"):
-        Gaussian(0.25).radius(0.9, norm="l1")
+def test_noises_reject_norms_they_cannot_certify():
+    with pytest.raises(SmoothcertError, match="cannot certify the 'linf' norm"):
+        Gaussian(0.25).radius(0.9, norm="linf")
+    with pytest.raises(SmoothcertError, match="laplace noise cannot certify the 'l2' norm"):
+        Laplace(0.25).radius(0.9, norm="l2")
+    with pytest.raises(SmoothcertError, match="cannot certify"):
+        Laplace(0.25).margin_radius(0.9, 0.05, norm="l2")
+    # a Gaussian l2 radius is also an l1 radius (the l1 ball sits inside the l2 ball)
+    assert Gaussian(0.25).radius(0.9, norm="l1") == Gaussian(0.25).radius(0.9, norm="l2")
 
 
 def test_gaussian_sampling_is_reproducible_and_has_the_right_scale():

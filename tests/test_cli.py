@@ -132,7 +132,10 @@ def test_demo_runs_end_to_end_and_learns(tmp_path, capsys):
     from smoothcert.demo import run_demo
     outputs = run_demo(out_dir=str(tmp_path), n=200, epochs=15, progress=False)
     text = capsys.readouterr().out
-    assert "ACR" in text and os.path.exists(tmp_path / "certified_accuracy.png")
+    assert "ACR" in text and os.path.exists(tmp_path / "certified_accuracy_l2.png")
+    assert os.path.exists(tmp_path / "certified_accuracy_l1.png")
+    assert {r["certificate"] for path in outputs for r in rows(path)} >= {
+        "cohen", "margin", "best", "exact-margin", "teng", "teng-binary", "lecuyer", "gaussian-l1"}
     for path in outputs:
         table = rows(path)
         assert len(table) == 450
@@ -226,3 +229,65 @@ def test_unreadable_model_file_fails_cleanly(tmp_path, npz_data, capsys):
     assert main(certify_args(junk, npz_data, tmp_path / "bad.tsv")) == 2
     assert "cannot load" in capsys.readouterr().err
     assert not (tmp_path / "bad.tsv").exists()
+
+
+@pytest.mark.parametrize("noise,first,others", [
+    (["--sigma", "0.25"], "cohen", ["margin", "best", "exact-margin", "gaussian-l1"]),
+    (["--noise", "laplace", "--lam", "0.2"], "teng", ["teng-binary", "lecuyer", "best"]),
+])
+def test_recertify_equals_certify_with_that_certificate(tmp_path, model_pt2, npz_data, noise, first, others):
+    def args(out, *extra):
+        a = certify_args(model_pt2, npz_data, out, *extra)
+        i = a.index("--sigma")
+        return a[:i] + noise + a[i + 2:]
+
+    base = tmp_path / "base.tsv"
+    assert main(args(base)) == 0
+    assert {r["certificate"] for r in rows(base)} == {first}
+    for name in others:
+        direct, again = tmp_path / f"{name}.tsv", tmp_path / f"re-{name}.tsv"
+        assert main(args(direct, "--certificate", name)) == 0
+        assert main(["recertify", str(base), "--certificate", name, "--out", str(again)]) == 0
+        assert without_time(again) == without_time(direct), name
+        assert open(again).readline() == open(base).readline()      # the same layout
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--noise", "laplace"], "--lam"), (["--certificate", "teng"], "for laplace noise"),
+    (["--noise", "laplace", "--lam", "0.2", "--sigma", "0.25"], "--sigma goes with"),
+    (["--noise", "laplace", "--lam", "0.2", "--norm", "l2"], "cannot certify the 'l2' norm"),
+    (["--noise", "laplace", "--lam", "0"], "lam must be"),
+])
+def test_bad_noise_and_certificate_combinations_fail_cleanly(tmp_path, model_pt2, npz_data, capsys, change, message):
+    args = certify_args(model_pt2, npz_data, tmp_path / "bad.tsv")
+    if "--noise" in change and "--sigma" not in change:
+        i = args.index("--sigma")
+        args = args[:i] + args[i + 2:]
+    elif "--sigma" in change:
+        i = args.index("--sigma")
+        args = args[:i] + args[i + 2:]
+    assert main(args + change) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad.tsv").exists()
+
+
+def test_recertify_refuses_files_it_cannot_read(tmp_path, capsys):
+    cohen_style = tmp_path / "cohen.tsv"
+    cohen_style.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t0.5\t1\t0:00:01\n")
+    assert main(["recertify", str(cohen_style), "--certificate", "margin", "--out", str(tmp_path / "o.tsv")]) == 2
+    assert "missing columns" in capsys.readouterr().err
+    assert not (tmp_path / "o.tsv").exists()
+
+
+def test_train_with_laplace_and_adversarial_noise(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    data = tmp_path / "d8.npz"
+    np.savez(data, x=(rng.random((60, 1, 8, 8)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32), y=y)
+    for extra in ([], ["--adv-step", "0.05"]):
+        out = tmp_path / f"m{len(extra)}.pt2"
+        assert main(["train", "--arch", "digits-cnn", "--data", f"npz:{data}", "--noise", "laplace", "--lam", "0.1",
+                     "--epochs", "15", "--out", str(out), *extra]) == 0
+        accuracy = float(capsys.readouterr().out.strip().split()[-1])
+        assert accuracy > 0.8          # three well-separated classes are learnt under noise

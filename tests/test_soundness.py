@@ -54,12 +54,13 @@ def _point_estimate(counts_selection, counts, noise, alpha, norm="l2"):
     c = np.argmax(counts_selection, axis=1)
     p = counts[np.arange(len(c)), c] / counts.sum(axis=1)
     ok = p > 0.5
-    return Verdict(np.where(ok, c, ABSTAIN), np.where(ok, noise.radius(np.minimum(p, 1 - 1e-12)), 0.0), p)
+    return Verdict(np.where(ok, c, ABSTAIN), np.where(ok, noise.radius(np.minimum(p, 1 - 1e-12)), 0.0), p, p * np.nan)
 
 
 def test_the_soundness_check_catches_an_unsound_certificate(monkeypatch):
     from smoothcert import certificates
-    monkeypatch.setitem(certificates.CERTIFICATES, "point", _point_estimate)
+    monkeypatch.setitem(certificates.CERTIFICATES, "point",
+                        certificates.Spec("point", _point_estimate, ("gaussian",), {"gaussian": "l2"}, "unsound"))
     reps, alpha = 2000, 0.05
     fails = certify_failures(0.5 * stats.norm.ppf(0.9), 0.5, 10, 100, alpha, reps, certificate="point")
     assert fails > failure_limit(reps, alpha)

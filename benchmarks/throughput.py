@@ -1,0 +1,162 @@
+"""Throughput of `Smooth.certify_many` against the model's own forward-pass ceiling.
+
+For each model (digits-cnn, cifar-resnet20; random weights), device (cpu, and cuda when available) and
+n (100, 10,000, 100,000; n0 = 100, alpha = 0.001, sigma = 0.25) it measures, at the same batch size B:
+
+  ceiling  the pure forward pass (eval mode, inference mode) on pre-made (B, *input_shape) inputs, samples/s;
+  certify  noisy samples (selection + estimation: everything passed to `on_batch`) per second of
+           `certify_many` on random inputs in [0, 1], including everything it does between forward passes.
+
+Each measurement runs for a time slice (--seconds) after a short warm-up; certify is stopped mid-input by
+raising from `on_batch`, counting only the samples of completed batches. Ceiling and certify are measured
+interleaved for --rounds rounds, and the table reports the median rates and the median of the per-round
+ratios certify / ceiling (the project target is >= 90 %). Both use the same torch thread count.
+
+    python benchmarks/throughput.py                  # or: make bench   (about 2-3 minutes on 2 CPU cores)
+    python benchmarks/throughput.py --models digits-cnn --ns 100 --seconds 1 --rounds 1    # quick check
+    python benchmarks/throughput.py --json bench.json --threads 2 --batch 512 --devices cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+
+import torch
+
+from smoothcert import Gaussian, Smooth
+from smoothcert.models import build
+from smoothcert.smooth import group_size
+
+MODELS = {"digits-cnn": (1, 8, 8), "cifar-resnet20": (3, 32, 32)}
+CPU_BATCH = {"digits-cnn": 1000, "cifar-resnet20": 256}
+GPU_BATCH = 1000
+NS = (100, 10_000, 100_000)
+N0, ALPHA, SIGMA = 100, 0.001, 0.25
+TARGET = 0.90
+
+
+class _SliceOver(Exception):
+    """Raised from the batch callback to stop a measurement once its time slice is over."""
+
+
+class Clock:
+    """Called after every forward batch with its size: ignores batches until the warm-up is over, then counts
+    samples and raises _SliceOver once `seconds` have passed since the warm-up ended."""
+
+    def __init__(self, device: torch.device, warmup: float, seconds: float):
+        self.device, self.warmup, self.seconds = device, warmup, seconds
+        self.start, self.t0, self.samples, self.elapsed = time.perf_counter(), None, 0, 0.0
+
+    def __call__(self, size: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if self.t0 is None:
+            if now - self.start >= self.warmup:
+                self.t0 = now
+            return
+        self.samples += size
+        self.elapsed = now - self.t0
+        if self.elapsed >= self.seconds:
+            raise _SliceOver
+
+    @property
+    def rate(self) -> float:
+        return self.samples / self.elapsed if self.elapsed > 0 else float("nan")
+
+
+def measure_ceiling(model, x: torch.Tensor, clock: Clock) -> float:
+    with torch.inference_mode():
+        try:
+            while True:
+                model(x)
+                clock(x.shape[0])
+        except _SliceOver:
+            return clock.rate
+
+
+def measure_certify(smoothed: Smooth, xs: torch.Tensor, n: int, batch: int, clock: Clock) -> float:
+    try:
+        for _ in smoothed.certify_many(xs, N0, n, ALPHA, batch, seed=0, on_batch=clock):
+            pass
+    except _SliceOver:
+        return clock.rate
+    raise RuntimeError(f"certify ran out of its {len(xs)} inputs before the time slice was over")
+
+
+def bench_setting(name, device, n, batch, seconds, rounds) -> dict:
+    shape = MODELS[name]
+    torch.manual_seed(0)
+    model = build(name).to(device).eval()
+    smoothed = Smooth(model, Gaussian(SIGMA), device=device)
+    x = torch.rand(batch, *shape, device=device)
+    warmup = min(0.5, seconds / 4)
+    ceilings, certifies = [], []
+    for _ in range(rounds):
+        ceiling = measure_ceiling(model, x, Clock(device, warmup, seconds))
+        # Enough inputs for twice the samples the ceiling could run in warm-up + slice, plus a whole group.
+        count = math.ceil(2 * ceiling * (warmup + seconds) / (N0 + n)) + group_size(batch, (N0, n), 1 << 30)
+        xs = torch.rand(count, *shape)
+        certifies.append(measure_certify(smoothed, xs, n, batch, Clock(device, warmup, seconds)))
+        ceilings.append(ceiling)
+    ratios = [c / f for c, f in zip(certifies, ceilings)]
+    return dict(model=name, device=device.type, n=n, n0=N0, alpha=ALPHA, batch=batch, seconds=seconds,
+                threads=torch.get_num_threads(), ceiling=statistics.median(ceilings),
+                certify=statistics.median(certifies), ratio=statistics.median(ratios),
+                ceilings=ceilings, certifies=certifies, ratios=ratios)
+
+
+def format_row(r: dict) -> str:
+    spread = f"({100 * min(r['ratios']):.0f}-{100 * max(r['ratios']):.0f})" if len(r["ratios"]) > 1 else ""
+    return (f"{r['model']:<15} {r['device']:<6} {r['n']:>7} {r['batch']:>6} {r['ceiling']:>12,.0f} "
+            f"{r['certify']:>12,.0f} {100 * r['ratio']:>7.1f} {spread}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--ns", nargs="+", type=int, default=list(NS))
+    p.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
+                   default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    p.add_argument("--batch", type=int, help="batch size for every model (default: 1000, or 256 for "
+                   "cifar-resnet20 on CPU)")
+    p.add_argument("--seconds", type=float, help="time slice per measurement (default: 3 on CPU, 1 on CUDA)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved ceiling/certify rounds (default: 3)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if "cuda" in args.devices and not torch.cuda.is_available():
+        p.error("--devices cuda: CUDA is not available")
+    if args.rounds < 1 or (args.seconds is not None and args.seconds <= 0) or min(args.ns) < 1:
+        p.error("--rounds, --seconds and --ns must be positive")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}; "
+          f"n0={N0}, alpha={ALPHA}, sigma={SIGMA}, {args.rounds} round(s)\n"
+          "rates are medians; ratio = median of the per-round certify/ceiling ratios (min-max)")
+    print(f"{'model':<15} {'device':<6} {'n':>7} {'batch':>6} {'ceiling/s':>12} {'certify/s':>12} {'ratio %':>7}")
+    rows = []
+    for name in args.models:
+        for dev in args.devices:
+            device = torch.device(dev)
+            batch = args.batch or (CPU_BATCH[name] if dev == "cpu" else GPU_BATCH)
+            seconds = args.seconds or (3.0 if dev == "cpu" else 1.0)
+            for n in args.ns:
+                rows.append(bench_setting(name, device, n, batch, seconds, args.rounds))
+                print(format_row(rows[-1]), flush=True)
+    below = [f"{r['model']}/{r['device']}/n={r['n']}" for r in rows if r["ratio"] < TARGET]
+    print(f"every ratio >= {100 * TARGET:.0f} %: " + ("yes" if not below else "NO, below: " + ", ".join(below))
+          + f" (load average now {os.getloadavg()[0]:.2f})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
