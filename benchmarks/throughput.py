@@ -11,6 +11,8 @@ Each measurement runs for a time slice (--seconds) after a short warm-up; certif
 raising from `on_batch`, counting only the samples of completed batches. Ceiling and certify are measured
 interleaved for --rounds rounds, and the table reports the median rates and the median of the per-round
 ratios certify / ceiling (the project target is >= 90 %). Both use the same torch thread count.
+Other processes on the same cores distort the rates badly (a busy core can slow torch's default two-thread
+forward pass ten-fold); the load average is printed, and --threads 1 is steadier on a shared machine.
 
     python benchmarks/throughput.py                  # or: make bench   (about 2-3 minutes on 2 CPU cores)
     python benchmarks/throughput.py --models digits-cnn --ns 100 --seconds 1 --rounds 1    # quick check
@@ -28,6 +30,7 @@ import time
 import torch
 
 from smoothcert import Gaussian, Smooth
+from smoothcert.cli import tune_allocator
 from smoothcert.models import build
 from smoothcert.smooth import group_size
 
@@ -81,11 +84,11 @@ def measure_ceiling(model, x: torch.Tensor, clock: Clock) -> float:
 
 def measure_certify(smoothed: Smooth, xs: torch.Tensor, n: int, batch: int, clock: Clock) -> float:
     try:
-        for _ in smoothed.certify_many(xs, N0, n, ALPHA, batch, seed=0, on_batch=clock):
-            pass
+        while True:  # xs is sized to outlast the slice; should a slowdown during the ceiling fool that, go on
+            for _ in smoothed.certify_many(xs, N0, n, ALPHA, batch, seed=0, on_batch=clock):
+                pass
     except _SliceOver:
         return clock.rate
-    raise RuntimeError(f"certify ran out of its {len(xs)} inputs before the time slice was over")
 
 
 def bench_setting(name, device, n, batch, seconds, rounds) -> dict:
@@ -97,12 +100,11 @@ def bench_setting(name, device, n, batch, seconds, rounds) -> dict:
     warmup = min(0.5, seconds / 4)
     ceilings, certifies = [], []
     for _ in range(rounds):
-        ceiling = measure_ceiling(model, x, Clock(device, warmup, seconds))
-        # Enough inputs for twice the samples the ceiling could run in warm-up + slice, plus a whole group.
-        count = math.ceil(2 * ceiling * (warmup + seconds) / (N0 + n)) + group_size(batch, (N0, n), 1 << 30)
+        ceilings.append(measure_ceiling(model, x, Clock(device, warmup, seconds)))
+        # Inputs for twice the samples the fastest ceiling so far runs in warm-up + slice, plus a whole group.
+        count = math.ceil(2 * max(ceilings) * (warmup + seconds) / (N0 + n)) + group_size(batch, (N0, n), 1 << 30)
         xs = torch.rand(count, *shape)
         certifies.append(measure_certify(smoothed, xs, n, batch, Clock(device, warmup, seconds)))
-        ceilings.append(ceiling)
     ratios = [c / f for c, f in zip(certifies, ceilings)]
     return dict(model=name, device=device.type, n=n, n0=N0, alpha=ALPHA, batch=batch, seconds=seconds,
                 threads=torch.get_num_threads(), ceiling=statistics.median(ceilings),
@@ -128,7 +130,10 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved ceiling/certify rounds (default: 3)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (by default it is tuned as the smoothcert CLI does)")
     args = p.parse_args(argv)
+    tuned = False if args.system_malloc else tune_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     if "cuda" in args.devices and not torch.cuda.is_available():
@@ -137,7 +142,8 @@ def main(argv=None) -> int:
         p.error("--rounds, --seconds and --ns must be positive")
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}; "
-          f"n0={N0}, alpha={ALPHA}, sigma={SIGMA}, {args.rounds} round(s)\n"
+          f"n0={N0}, alpha={ALPHA}, sigma={SIGMA}, {args.rounds} round(s), "
+          f"allocator {'tuned as the CLI does' if tuned else 'as the system has it'}\n"
           "rates are medians; ratio = median of the per-round certify/ceiling ratios (min-max)")
     print(f"{'model':<15} {'device':<6} {'n':>7} {'batch':>6} {'ceiling/s':>12} {'certify/s':>12} {'ratio %':>7}")
     rows = []

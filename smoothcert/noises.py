@@ -53,8 +53,7 @@ class Gaussian(_Noise):
 
     def sample(self, out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Fill `out` (on its own device and dtype) with fresh noise drawn from `generator`."""
-        torch.randn(out.shape, generator=generator, out=out)
-        return out.mul_(self.sigma)
+        return out.normal_(0.0, self.sigma, generator=generator)
 
     def radius(self, p_a, norm: str = "l2"):
         """sigma * Phi^-1(p_a) for a lower bound p_a on the top class (Cohen et al. 2019, Thm 1 with p_B = 1 - p_A)."""

@@ -18,7 +18,7 @@ from . import bounds, certificates
 from .certificates import ABSTAIN
 from .models import eval_mode
 from .errors import SmoothcertError, check, check_alpha, check_count
-from .sampling import (ESTIMATION, PREDICTION, SELECTION, Request, Sampler, make_stream, model_device, model_dtype,
+from .sampling import (ESTIMATION, auto_batch_size, PREDICTION, SELECTION, Request, Sampler, make_stream, model_device, model_dtype,
                        probe_model)
 
 
@@ -79,7 +79,7 @@ class Smooth:
         self.amp = amp
 
     # -- public API -------------------------------------------------------------------------------
-    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000, *,
+    def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = 1000, *,
                 seed: int = 0, index: int = 0, generator: torch.Generator | None = None,
                 certificate: str | None = None, norm: str | None = None) -> Certificate:
         """CERTIFY one input.
@@ -89,7 +89,7 @@ class Smooth:
             n0: selection samples that pick the top class.
             n: fresh estimation samples that bound its probability.
             alpha: the certificate is wrong with probability at most alpha.
-            batch_size: noisy samples per forward pass.
+            batch_size: noisy samples per forward pass; None chooses one (on CUDA, the largest that fits).
             seed, index: the input's streams are derived from (seed, index), as in `certify_many`.
             generator: use this one generator for both stages instead of derived streams.
             certificate: name of a certificate in `smoothcert.certificates` (default: the noise's own).
@@ -98,13 +98,13 @@ class Smooth:
         return next(self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size, seed=seed, indices=[index],
                                       generator=generator, certificate=certificate, norm=norm))
 
-    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int = 1000, *, seed: int = 0,
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = 1000, *, seed: int = 0,
                 index: int = 0, generator: torch.Generator | None = None) -> Prediction:
         """PREDICT one input: top two counts of n samples, abstain unless a binomial test rejects a tie at alpha."""
         return next(self.predict_many(x.unsqueeze(0), n, alpha, batch_size, seed=seed, indices=[index],
                                       generator=generator))
 
-    def certify_many(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int = 1000, *,
+    def certify_many(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = 1000, *,
                      seed: int = 0, indices: Sequence[int] | None = None, generator: torch.Generator | None = None,
                      certificate: str | None = None, norm: str | None = None, skip: Callable[[int], bool] | None = None,
                      on_batch: Callable[[int], None] | None = None) -> Iterator[Certificate]:
@@ -128,7 +128,7 @@ class Smooth:
                 yield Certificate(index, int(v.prediction[j]), float(v.radius[j]), float(v.p_lower[j]),
                                   float(v.p_upper[j]), c0[j], c1[j], alpha, spec.name, norm, seconds)
 
-    def predict_many(self, xs: torch.Tensor, n: int, alpha: float, batch_size: int = 1000, *, seed: int = 0,
+    def predict_many(self, xs: torch.Tensor, n: int, alpha: float, batch_size: int | None = 1000, *, seed: int = 0,
                      indices: Sequence[int] | None = None, generator: torch.Generator | None = None,
                      skip: Callable[[int], bool] | None = None,
                      on_batch: Callable[[int], None] | None = None) -> Iterator[Prediction]:
@@ -157,9 +157,13 @@ class Smooth:
         check(isinstance(xs, torch.Tensor), f"inputs must be a torch.Tensor, got {type(xs).__name__}")
         check(xs.ndim >= 2 and xs.shape[0] >= 1, f"inputs must have shape (count, *input_shape), got {tuple(xs.shape)}")
         check(xs.is_floating_point(), f"inputs must be floating point, got {xs.dtype}")
-        check(bool(torch.isfinite(xs).all()), "inputs contain NaN or inf")
-        check_count("batch size", batch_size)
+        bad = (~torch.isfinite(xs.reshape(len(xs), -1))).any(dim=1).nonzero()
+        check(len(bad) == 0, f"inputs contain NaN or inf (first at position {int(bad[0]) if len(bad) else 0})")
         self.probe(xs[:1])
+        if batch_size is None:
+            device = torch.device(self.device) if self.device is not None else model_device(self.model)
+            batch_size = auto_batch_size(self.model, xs.shape[1:], device, model_dtype(self.model))
+        check_count("batch size", batch_size)
         return Sampler(self.model, self.noise, self.num_classes, batch_size, self.device, self.amp)
 
     def _groups(self, xs, stages, batch_size, seed, indices, generator, skip, on_batch):
@@ -169,7 +173,7 @@ class Smooth:
         indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
         check(len(indices) == len(xs), f"{len(indices)} indices for {len(xs)} inputs")
         skip = skip or (lambda i: False)
-        group = group_size(batch_size, [k for _, k in stages], len(xs))
+        group = group_size(sampler.batch_size, [k for _, k in stages], len(xs))
         for start in range(0, len(xs), group):
             members = indices[start:start + group]
             keep = [j for j, i in enumerate(members) if not skip(i)]
@@ -185,8 +189,18 @@ class Smooth:
 
 
 def group_size(batch_size: int, stage_sizes: Sequence[int], count: int) -> int:
-    """Inputs per group: enough that the partial blocks of every stage fill whole forward batches."""
-    partials = [k % batch_size for k in stage_sizes if k % batch_size]
-    if not partials:
+    """Inputs per group. An input of 32 batches or more goes alone (rows are written, and a resumed run picks
+    up, input by input; its remainder blocks waste at most a few per cent of a batch). Smaller inputs are
+    grouped so that their remainder blocks (sizes k mod batch_size, s per input) fill whole forward batches —
+    a multiple of lcm(batch_size, s) / s inputs — and a group spans at least 8 batches, which spreads the
+    per-group work (streams, bounds) thin; at most 256 inputs."""
+    per_input = sum(stage_sizes)
+    s = sum(k % batch_size for k in stage_sizes)
+    if s == 0 or per_input >= 32 * batch_size:
         return 1
-    return max(1, min(count, 256, math.ceil(batch_size / min(partials))))
+    exact = batch_size // math.gcd(batch_size, s)
+    if exact > 256:
+        group = min(256, math.ceil(8 * batch_size / per_input))
+    else:
+        group = exact * min(256 // exact, math.ceil(8 * batch_size / (exact * per_input)))
+    return max(1, min(count, group))

@@ -16,20 +16,34 @@ def sampler(model=None, batch=10, k=2):
 
 
 @pytest.mark.parametrize("sizes,batch", [([3, 3, 3, 3], 10), ([25, 7, 10], 10), ([1] * 13, 4), ([100, 100], 1000),
-                                         ([100, 10_000] * 3, 1000)])
-def test_plan_draws_every_sample_once_in_full_batches(sizes, batch):
-    reqs = [Request(0, torch.Generator(), k) for k in sizes]
-    plan = sampler(batch=batch).plan(reqs)
-    drawn = np.zeros(len(sizes), dtype=int)
-    for b in plan:
-        assert 0 < sum(k for _, k in b) <= batch
-        for r, k in b:
-            drawn[r] += k
-    assert list(drawn) == sizes
-    # packing: no two consecutive partial batches could have been merged
-    loads = [sum(k for _, k in b) for b in plan]
-    assert sum(loads) == sum(sizes)
-    assert len(plan) <= sum(-(-k // batch) for k in sizes)
+                                         ([100, 10_000] * 3, 1000), ([100, 100] * 7, 256)])
+def test_engine_draws_every_sample_once_in_full_batches(sizes, batch):
+    seen = []
+
+    class Spy(Threshold):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return super().forward(x)
+
+    s = Sampler(Spy(), Gaussian(1.0), 2, batch_size=batch)
+    reqs = [Request(0, torch.Generator().manual_seed(i), k) for i, k in enumerate(sizes)]
+    counts = s.counts(torch.zeros(1, 1), reqs)
+    assert list(counts.sum(axis=1)) == sizes
+    assert sum(seen) == sum(sizes) and all(b == batch for b in seen[:-1]) and 0 < seen[-1] <= batch
+    # each stream is read in blocks that depend only on its own size: batch, batch, ..., remainder
+    blocks = s.blocks(reqs)
+    for r, k in enumerate(sizes):
+        mine = [b for q, b in blocks if q == r]
+        assert mine == [batch] * (k // batch) + ([k % batch] if k % batch else [])
+
+
+def test_a_streams_samples_do_not_depend_on_how_it_is_packed():
+    x = torch.tensor([[0.3]])
+    alone = Sampler(Threshold(), Gaussian(1.0), 2, batch_size=64).counts(
+        x, [Request(0, torch.Generator().manual_seed(9), 150)])
+    crowd = Sampler(Threshold(), Gaussian(1.0), 2, batch_size=64).counts(
+        torch.cat([x, x]), [Request(1, torch.Generator().manual_seed(1), 37), Request(0, torch.Generator().manual_seed(9), 150)])
+    assert np.array_equal(alone[0], crowd[1])
 
 
 def test_counts_add_up_and_match_the_exact_probability():
@@ -84,7 +98,11 @@ def test_many_small_inputs_share_full_forward_batches():
     list(smooth.certify_many(torch.zeros(40, 1), 100, 100, 0.01, 1000))
     sizes = sizes[1:]  # the first call is the one-input probe
     assert sizes and all(s == 1000 for s in sizes)
-    assert group_size(1000, [100, 100_000], 500) == 10
+    assert group_size(1000, [100, 100_000], 500) == 1        # 100 batches an input: rows come input by input
+    assert group_size(1000, [100, 100], 500) == 40           # 5 inputs fill a batch exactly; 8 batches a group
+    assert group_size(256, [100, 100], 500) == 32            # 32 * 200 = 25 * 256: no part-filled batch
+    assert group_size(1000, [100, 10_000], 500) == 10
+    assert group_size(1000, [100, 10_000], 3) == 3
 
 
 def test_out_of_memory_backs_off_to_smaller_forward_batches_with_the_same_counts():
@@ -171,3 +189,54 @@ def test_certify_rejects_bad_model_outputs():
         Smooth(Flat(), Gaussian(1.0)).certify(torch.zeros(3), 10, 100, 0.01, 50)
     with pytest.raises(SmoothcertError, match="non-finite"):
         Smooth(Nan(), Gaussian(1.0)).certify(torch.zeros(3), 10, 100, 0.01, 50)
+
+
+def test_auto_batch_size_probes_memory_and_backs_off():
+    from smoothcert.sampling import auto_batch_size
+
+    class Limited(Threshold):
+        def forward(self, x):
+            if x.shape[0] > 3000:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            return super().forward(x)
+
+    assert auto_batch_size(Limited(), (1,), "cpu") == 1000                  # no probing on a CPU
+    assert auto_batch_size(Limited(), (1,), "cpu", probe=True) == 1024      # 2048 fits, 4096 does not: half of 2048
+    assert auto_batch_size(Threshold(), (1,), "cpu", probe=True, cap=4096) == 2048
+    with pytest.raises(RuntimeError, match="shapes"):
+        class Broken(Threshold):
+            def forward(self, x):
+                raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+        auto_batch_size(Broken(), (1,), "cpu", probe=True)
+    c = Smooth(Threshold(), Gaussian(1.0)).certify(torch.tensor([0.5]), 10, 3000, 0.01, None)
+    assert c.counts.sum() == 3000
+
+
+def test_engine_feeds_soft_scores_and_stream_positions_to_statistics():
+    from smoothcert.sampling import ScoreSums, Statistic, Votes
+
+    class Positions(Statistic):
+        needs_position = True
+
+        def start(self, requests, num_classes, device):
+            self.seen = [[] for _ in range(requests)]
+
+        def update(self, logits, owner, position):
+            for o, p in zip(owner.tolist(), position.tolist()):
+                self.seen[o].append(p)
+
+        def result(self):
+            return self.seen
+
+    sizes = [130, 7, 64, 300]
+    reqs = [Request(i % 2, torch.Generator().manual_seed(i), k) for i, k in enumerate(sizes)]
+    s = Sampler(Threshold(), Gaussian(0.5), 2, batch_size=50)
+    votes, (sums, squares), positions = s.run(torch.tensor([[4.0], [0.2]]), reqs, [Votes(), ScoreSums(), Positions()])
+    assert list(votes.sum(1)) == sizes
+    np.testing.assert_allclose(sums.sum(1), sizes, rtol=1e-12)          # softmax scores sum to 1 per sample
+    assert np.all(squares <= sums + 1e-12) and np.all(squares >= sums ** 2 / np.array(sizes)[:, None] - 1e-9)
+    assert sums[0, 1] / sizes[0] > 0.99                                  # x = 4: class 1 with near certainty
+    # softmax of (-v, v) at v ~ N(0.2, 0.25): mean score of class 1 is about 0.6
+    assert 0.5 < sums[3, 1] / sizes[3] < 0.7
+    for k, seen in zip(sizes, positions):
+        assert sorted(seen) == list(range(k))                            # every position once, per stream
