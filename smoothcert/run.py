@@ -32,14 +32,16 @@ class Progress:
     """A progress bar over inputs that also shows noisy samples per second."""
 
     def __init__(self, total: int, done: int, enabled: bool):
+        # into a log file, a line every 10 s rather than a redraw every 0.1 s
+        self.interval = 0.1 if sys.stderr.isatty() else 10.0
         self.bar = tqdm(total=total, initial=done, unit="input", disable=not enabled, file=sys.stderr,
-                        dynamic_ncols=True, smoothing=0.1)
+                        dynamic_ncols=True, smoothing=0.1, mininterval=self.interval)
         self.samples, self.t0, self.shown = 0, time.perf_counter(), 0.0
 
     def on_batch(self, size: int) -> None:
         self.samples += size
         now = time.perf_counter()
-        if now - self.shown > 0.5:
+        if now - self.shown > self.interval:
             self.shown = now
             self.bar.set_postfix_str(f"{self.samples / max(now - self.t0, 1e-9):,.0f} samples/s", refresh=False)
             self.bar.refresh()

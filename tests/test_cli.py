@@ -291,3 +291,16 @@ def test_train_with_laplace_and_adversarial_noise(tmp_path, capsys):
                      "--epochs", "15", "--out", str(out), *extra]) == 0
         accuracy = float(capsys.readouterr().out.strip().split()[-1])
         assert accuracy > 0.8          # three well-separated classes are learnt under noise
+
+
+def test_progress_bar_counts_inputs_and_samples(tmp_path, model_pt2, npz_data, capsys):
+    from smoothcert.run import Progress
+    args = [a for a in certify_args(model_pt2, npz_data, tmp_path / "r.tsv") if a != "--no-progress"]
+    assert main(args) == 0
+    assert "12/12" in capsys.readouterr().err            # the bar reached every input
+    bar = Progress(total=4, done=1, enabled=True)
+    bar.interval = 0.0
+    bar.on_batch(500)
+    bar.bar.update(1)
+    assert bar.samples == 500 and bar.bar.n == 2 and "samples/s" in str(bar.bar)
+    bar.close()
