@@ -58,7 +58,7 @@ def main(argv=None):
             xs = torch.rand(count, *SHAPES[name])
             t0 = time.perf_counter()
             for x in xs:
-                c0 = reference_counts(model, x, 100, batch, 0.25, 10)
+                reference_counts(model, x, 100, batch, 0.25, 10)
                 reference_counts(model, x, n, batch, 0.25, 10)
             ref = time.perf_counter() - t0
             t0 = time.perf_counter()

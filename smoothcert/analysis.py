@@ -172,7 +172,7 @@ def summary_table(results_list: Sequence[Results], radii) -> str:
 def plot_certified_accuracy(results_list: Sequence[Results], out_png, max_radius: float | None = None,
                             title: str | None = None) -> str:
     """Plot certified accuracy vs radius for each results file on one figure and save it as a PNG atomically."""
-    from matplotlib.figure import Figure    # lazy; a bare Figure (no pyplot state) saves PNGs with the Agg backend
+    from matplotlib.figure import Figure  # lazy; a bare Figure (no pyplot state) saves PNGs with the Agg backend
     named, out_png = _named(results_list), os.fspath(out_png)
     top = max(float(res.radius.max()) for _, res in named)
     xmax = (top * 1.05 if top > 0 else 1.0) if max_radius is None else max_radius

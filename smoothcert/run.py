@@ -11,8 +11,17 @@ from tqdm import tqdm
 from . import certificates
 from .errors import SmoothcertError, check
 from .noises import NOISES
-from .results import (CERTIFY_COLUMNS, PREDICT_COLUMNS, ResultsWriter, decode_counts, encode_counts, format_float,
-                      format_time, read_rows, write_all)
+from .results import (
+    CERTIFY_COLUMNS,
+    PREDICT_COLUMNS,
+    ResultsWriter,
+    decode_counts,
+    encode_counts,
+    format_float,
+    format_time,
+    read_rows,
+    write_all,
+)
 from .smooth import Smooth
 
 

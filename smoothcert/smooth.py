@@ -16,10 +16,20 @@ import torch
 
 from . import bounds, certificates
 from .certificates import ABSTAIN
+from .errors import check, check_alpha, check_count
 from .models import eval_mode
-from .errors import SmoothcertError, check, check_alpha, check_count
-from .sampling import (ESTIMATION, auto_batch_size, PREDICTION, SELECTION, Request, Sampler, make_stream, model_device, model_dtype,
-                       probe_model)
+from .sampling import (
+    ESTIMATION,
+    PREDICTION,
+    SELECTION,
+    Request,
+    Sampler,
+    auto_batch_size,
+    make_stream,
+    model_device,
+    model_dtype,
+    probe_model,
+)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ def test_radius_formulas_match_independent_high_precision_values(scale):
         cohen = float(scale * probit(pa)) if pa > 0.5 else 0.0
         binary = float(-scale * mp.log(2 * (1 - mp.mpf(pa)))) if pa > 0.5 else 0.0
         if pa > pb:
-            inf = mp.inf if pb == 0 else None
             margin = float(scale / 2 * (probit(pa) - probit(pb))) if pb > 0 else math.inf
             lec = float(scale / 2 * mp.log(mp.mpf(pa) / pb)) if pb > 0 else math.inf
             teng = max(lec, float(-scale * mp.log(1 - mp.mpf(pa) + pb)))
