@@ -46,7 +46,7 @@ def clopper_pearson_upper(k, n, alpha: float):
     alpha = check_alpha(alpha)
     k, n = _check_counts(k, n)
     with np.errstate(invalid="ignore"):
-        out = _betaincinv(k + 1, n - k, 1.0 - alpha)
+        out = 1.0 - _betaincinv(n - k, k + 1, alpha)    # = Beta(k+1, n-k) quantile 1 - alpha, accurate for tiny alpha
     return np.where(k == n, 1.0, out)[()]
 
 

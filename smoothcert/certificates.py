@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from . import bounds
-from .errors import SmoothcertError, check_alpha
+from .errors import SmoothcertError, check, check_alpha
 
 ABSTAIN = -1
 
@@ -104,7 +104,8 @@ def exact_margin(counts_selection, counts, noise, alpha: float, norm: str) -> Ve
     noise._check_norm(norm)
     counts_selection, counts, rows, c_a = _top(counts_selection, counts)
     c_b = runner_up(counts_selection, c_a)
-    x_a, x_b = counts[rows, c_a], counts[rows, c_b]
+    x_a = counts[rows, c_a]
+    x_b = np.where(c_b == c_a, 0, counts[rows, c_b])      # a one-class model has no runner-up
     x_r = counts.sum(axis=1) - x_a - x_b
     lower = np.array([bounds.exact_margin_lower(int(a), int(b), int(r), alpha, "probit")
                       for a, b, r in zip(x_a, x_b, x_r)])
@@ -126,8 +127,9 @@ def best(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
     counts_selection, counts = _as_counts(counts_selection), _as_counts(counts)
     n0 = counts_selection.sum(axis=1, keepdims=True)
     n = counts.sum(axis=1, keepdims=True)
-    pseudo = np.floor(counts_selection * (n / n0) + 0.5).astype(np.int64)
-    pseudo[np.arange(len(pseudo)), pseudo.argmax(axis=1)] += (n - pseudo.sum(axis=1, keepdims=True))[:, 0]
+    pseudo = np.floor(counts_selection * (n / n0)).astype(np.int64)     # floors: the sum stays <= n
+    top = counts_selection.argmax(axis=1)
+    pseudo[np.arange(len(pseudo)), top] += (n - pseudo.sum(axis=1, keepdims=True))[:, 0]
     use_margin = margin(counts_selection, pseudo, noise, alpha, norm).radius > \
         one_sided(counts_selection, pseudo, noise, alpha, norm).radius
     a = one_sided(counts_selection, counts, noise, alpha, norm)
@@ -175,6 +177,8 @@ def get(name: str | None, noise) -> Spec:
 def certify(name: str | None, counts_selection, counts, noise, alpha: float, norm: str | None = None) -> Verdict:
     """Apply certificate `name` to (G, K) count arrays (or single count vectors)."""
     alpha = check_alpha(alpha)
+    check(np.all(_as_counts(counts_selection).sum(axis=1) >= 1) and np.all(_as_counts(counts).sum(axis=1) >= 1),
+          "every input needs at least one selection and one estimation sample")
     spec = get(name, noise)
     norm = spec.norm[noise.name] if norm is None else norm
     noise._check_norm(norm)

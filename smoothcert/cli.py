@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="a certify results TSV")
     _certificate_args(p)
     p.add_argument("--out", required=True, help="the new results TSV (same layout)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     p = sub.add_parser("analyze", help="certified accuracy, ACR and a plot from results files")
     p.add_argument("results", nargs="+", help="results TSV files (overlaid in one plot)")
@@ -185,7 +186,7 @@ def cmd_train(args) -> None:
 
 def cmd_recertify(args) -> None:
     from .run import recertify
-    rows = recertify(args.results, args.certificate, args.out, args.norm)
+    rows = recertify(args.results, args.certificate, args.out, args.norm, overwrite=args.force)
     print(f"{rows} rows re-certified into {args.out}")
 
 

@@ -204,9 +204,14 @@ def select(ds: Dataset, skip: int = 1, max_count: int | None = None, start: int 
     n = len(ds)
     if indices is not None:
         indices = list(indices)
+        check(len(indices) > 0, "no input indices given")
         for i in indices:
             check(isinstance(i, (int, np.integer)) and not isinstance(i, bool), f"index {i!r} is not an integer")
             check(0 <= i < n, f"index {i} is out of range for {ds.name} with {n} examples (0..{n - 1})")
+        seen = set()
+        for i in indices:
+            check(int(i) not in seen, f"index {int(i)} is given twice")
+            seen.add(int(i))
         return [int(i) for i in indices]
     check_count("skip", skip, 1)
     check_count("start", start, 0)

@@ -66,7 +66,7 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
 
     def again(path, name):
         out = path.replace(".tsv", f"_{name}.tsv")
-        recertify(path, name, out)
+        recertify(path, name, out, overwrite=True)
         return out
 
     l2 = gaussian + [again(gaussian[0], name) for name in L2_CERTIFICATES]

@@ -80,7 +80,10 @@ class ResultsWriter:
 
     def _load_existing(self, labels: Mapping[int, int]) -> None:
         with open(self.path, newline="") as f:
-            header = f.readline().rstrip("\n").split("\t")
+            first = f.readline()
+        if not first.endswith("\n") and "\t".join(self.columns).startswith(first):
+            return                     # only a half-written header: an interrupted start, treated as empty
+        header = first.rstrip("\n").split("\t")
         if tuple(header) != self.columns:
             raise SmoothcertError(f"{self.path} exists and is not a results file of this kind "
                                   "(its header differs); choose another --out")
@@ -107,12 +110,12 @@ class ResultsWriter:
         self.done.add(int(row["idx"]))
 
     def _open(self) -> None:
-        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
-        if exists:  # cut a half-written last line left by an interrupted run
+        if os.path.exists(self.path):  # cut a half-written last line (or header) left by an interrupted run
             with open(self.path, "rb+") as f:
                 data = f.read()
                 if not data.endswith(b"\n"):
                     f.truncate(data.rfind(b"\n") + 1)
+        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         self._file = open(self.path, "a", newline="")
         if not exists:
             self._file.write("\t".join(self.columns) + "\n")

@@ -1,6 +1,7 @@
 """Certify or predict a whole data set into a results file: progress, resume, one row per input."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -88,9 +89,10 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
     return _to_file(smoothed, data, indices, out, CERTIFY_COLUMNS, settings, run, row, progress)
 
 
-def recertify(path: str, certificate: str, out: str, norm: str | None = None) -> int:
+def recertify(path: str, certificate: str, out: str, norm: str | None = None, overwrite: bool = False) -> int:
     """Recompute every row of a certify results file with another certificate, from its stored counts alone
     (no model), and write the same layout to `out` atomically. Returns the number of rows."""
+    check(overwrite or not os.path.exists(out), f"{out} exists; choose another --out (or --force to replace it)")
     table = read_rows(path)
     check(len(table) > 0, f"{path} has no rows to re-certify")
     missing = [c for c in CERTIFY_COLUMNS if c not in table[0]]
@@ -104,7 +106,7 @@ def recertify(path: str, certificate: str, out: str, norm: str | None = None) ->
             k, alpha = int(k), float(alpha)
             c0 = np.stack([decode_counts(table[i]["counts_selection"], k) for i in members])
             c1 = np.stack([decode_counts(table[i]["counts"], k) for i in members])
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, IndexError) as exc:
             raise SmoothcertError(f"{path}: unreadable row ({exc})") from exc
         spec = certificates.get(certificate, noise)
         row_norm = spec.norm[noise.name] if norm is None else norm

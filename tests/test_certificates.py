@@ -213,3 +213,27 @@ def test_laplace_sampling_has_the_laplace_distribution():
     assert stats.kstest(out.numpy(), stats.laplace(scale=0.3).cdf).pvalue > 1e-4
     again = Laplace(0.3).sample(torch.empty(200_000, dtype=torch.float64), torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def test_best_handles_near_uniform_selection_votes_over_many_classes():
+    c0 = np.ones((1, 100), int)                      # one selection vote per class, n not a multiple of n0
+    c1 = np.zeros((1, 100), int)
+    c1[0, :5] = 50
+    v = C.certify("best", c0, c1, Gaussian(0.5), 0.001)
+    assert v.prediction[0] == -1 and v.radius[0] == 0.0
+
+
+def test_certificates_need_samples_in_both_stages():
+    with pytest.raises(SmoothcertError, match="at least one selection"):
+        C.certify("cohen", [[0, 0]], [[5, 5]], Gaussian(0.5), 0.01)
+
+
+def test_single_class_models_are_certified_by_exact_margin_without_error():
+    v = C.certify("exact-margin", [[100]], [[1000]], Gaussian(0.5), 0.01)
+    assert v.prediction[0] == 0 and v.radius[0] > 0
+
+
+def test_clopper_pearson_upper_is_accurate_at_tiny_alpha():
+    k, n, alpha = 10, 1_000_000, 1e-10
+    ub = clopper_pearson_upper(k, n, alpha)
+    assert stats.binom.cdf(k, n, ub) == pytest.approx(alpha, rel=1e-6)

@@ -304,3 +304,29 @@ def test_progress_bar_counts_inputs_and_samples(tmp_path, model_pt2, npz_data, c
     bar.bar.update(1)
     assert bar.samples == 500 and bar.bar.n == 2 and "samples/s" in str(bar.bar)
     bar.close()
+
+
+def test_recertify_does_not_overwrite_without_force(tmp_path, model_pt2, npz_data, capsys):
+    base, out = tmp_path / "base.tsv", tmp_path / "out.tsv"
+    assert main(certify_args(model_pt2, npz_data, base)) == 0
+    out.write_text("keep me\n")
+    assert main(["recertify", str(base), "--certificate", "margin", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err and out.read_text() == "keep me\n"
+    assert main(["recertify", str(base), "--certificate", "margin", "--out", str(out), "--force"]) == 0
+    assert rows(out)[0]["certificate"] == "margin"
+
+
+@pytest.mark.parametrize("indices,message", [("0,0,1", "given twice"), (",", "no input indices")])
+def test_bad_index_selections_fail_cleanly(tmp_path, model_pt2, npz_data, capsys, indices, message):
+    assert main(certify_args(model_pt2, npz_data, tmp_path / "bad.tsv", "--indices", indices)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.tsv").exists()
+
+
+def test_a_half_written_header_is_treated_as_an_empty_file(tmp_path, model_pt2, npz_data):
+    out, full = tmp_path / "r.tsv", tmp_path / "full.tsv"
+    out.write_text("idx\tlabel\tpre")            # interrupted while writing the header
+    assert main(certify_args(model_pt2, npz_data, out, "--max", "3")) == 0
+    assert main(certify_args(model_pt2, npz_data, full, "--max", "3")) == 0
+    assert without_time(out) == without_time(full)
+    assert open(out).readline() == open(full).readline()

@@ -252,7 +252,7 @@ def test_select():
     assert select(ds, skip=3) == [0, 3, 6, 9]
     assert select(ds, skip=2, max_count=3, start=1) == [1, 3, 5]
     assert select(ds, max_count=100) == list(range(10))
-    assert select(ds, indices=[7, 2, 2, np.int64(9)]) == [7, 2, 2, 9]
+    assert select(ds, indices=[7, 2, np.int64(9)]) == [7, 2, 9]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -261,6 +261,8 @@ def test_select():
     ({"start": -1}, r"start"),
     ({"start": 10}, r"start 10 is out of range"),
     ({"indices": [1, 10]}, r"index 10 is out of range"),
+    ({"indices": [3, 1, 3]}, r"index 3 is given twice"),
+    ({"indices": []}, r"no input indices"),
     ({"indices": [-1]}, r"index -1 is out of range"),
     ({"indices": [1.5]}, r"not an integer"),
 ])

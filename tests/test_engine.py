@@ -240,3 +240,25 @@ def test_engine_feeds_soft_scores_and_stream_positions_to_statistics():
     assert 0.5 < sums[3, 1] / sizes[3] < 0.7
     for k, seen in zip(sizes, positions):
         assert sorted(seen) == list(range(k))                            # every position once, per stream
+
+
+def test_half_precision_models_get_noise_added_at_full_precision():
+    """Rounding x to bfloat16 before adding noise would move the centre of the certified ball; the engine adds
+    noise in float32 and casts only the noisy input (a cast that is part of the base classifier)."""
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1, dtype=torch.bfloat16))
+
+        def forward(self, x):
+            seen.append(x.dtype)
+            v = x.reshape(x.shape[0], -1)[:, :1] * self.w
+            return torch.cat([-v, v], dim=1)
+
+    s = Sampler(Spy(), Gaussian(1e-3), 2, batch_size=100)
+    x = torch.tensor([[1.0 + 2 ** -9]])                  # not representable in bfloat16 (8 bits of mantissa)
+    assert s.noise_dtype == torch.float32 and s._buffer((1,)).dtype == torch.float32
+    counts = s.counts(x, [Request(0, torch.Generator().manual_seed(0), 100)])
+    assert counts.sum() == 100 and set(seen) == {torch.bfloat16}
