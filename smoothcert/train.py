@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .errors import check, check_count
+from .models import eval_mode
 from .sampling import model_device, probe_model
 
 
@@ -84,7 +85,7 @@ def _loss_gradient_sign(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Ten
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise=None, seed: int = 0,
              batch_size: int = 1000) -> float:
     """Accuracy of the base classifier on (x, y), with one draw of `noise` per input when given."""
-    model.eval()
+    eval_mode(model)
     device = model_device(model)
     gen = torch.Generator(device=device).manual_seed(seed)
     correct = 0

@@ -136,6 +136,9 @@ def test_demo_runs_end_to_end_and_learns(tmp_path, capsys):
     assert os.path.exists(tmp_path / "certified_accuracy_l1.png")
     assert {r["certificate"] for path in outputs for r in rows(path)} >= {
         "cohen", "margin", "best", "teng", "teng-binary", "lecuyer", "gaussian-l1"}
+    again = run_demo(out_dir=str(tmp_path), n=200, epochs=15, progress=False)   # reuses models, resumes rows
+    assert "reusing" in capsys.readouterr().out
+    assert [without_time(p) for p in again] == [without_time(p) for p in outputs]
     for path in outputs:
         table = rows(path)
         assert len(table) == 450
