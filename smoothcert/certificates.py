@@ -174,12 +174,19 @@ def get(name: str | None, noise) -> Spec:
     return spec
 
 
+def resolve(name: str | None, noise, norm: str | None = None) -> tuple[Spec, str]:
+    """The certificate `name` for `noise` (see `get`) and the norm it reports: `norm`, or the certificate's
+    default, checked to be one the noise can certify."""
+    spec = get(name, noise)
+    norm = spec.norm[noise.name] if norm is None else norm
+    noise._check_norm(norm)
+    return spec, norm
+
+
 def certify(name: str | None, counts_selection, counts, noise, alpha: float, norm: str | None = None) -> Verdict:
     """Apply certificate `name` to (G, K) count arrays (or single count vectors)."""
     alpha = check_alpha(alpha)
     check(np.all(_as_counts(counts_selection).sum(axis=1) >= 1) and np.all(_as_counts(counts).sum(axis=1) >= 1),
           "every input needs at least one selection and one estimation sample")
-    spec = get(name, noise)
-    norm = spec.norm[noise.name] if norm is None else norm
-    noise._check_norm(norm)
+    spec, norm = resolve(name, noise, norm)
     return spec.fn(counts_selection, counts, noise, alpha, norm)

@@ -142,9 +142,7 @@ def cmd_certify(args) -> None:
     check_count("--n0", args.n0)
     check_count("--n", args.n)
     from . import certificates
-    noise = _noise(args)
-    spec = certificates.get(args.certificate, noise)
-    noise._check_norm(args.norm or spec.norm[noise.name])
+    certificates.resolve(args.certificate, _noise(args), args.norm)   # before any data or model is loaded
     smoothed, data, indices = _smoothed(args)
     written = certify_dataset(smoothed, data, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
                               batch_size=args.batch, seed=args.seed, certificate=args.certificate, norm=args.norm,
@@ -178,7 +176,8 @@ def cmd_train(args) -> None:
     torch.manual_seed(args.seed)
     model = build(args.arch, num_classes=len(data.classes), in_channels=data.x.shape[1]).to(device)
     train(model, data.x, data.y, noise, epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
-          adversarial_step=args.adv_step, on_epoch=lambda e: print(f"epoch {e.epoch:3d}  loss {e.loss:.4f}  noisy train acc {e.train_accuracy:.3f}"
+          adversarial_step=args.adv_step,
+          on_epoch=lambda e: print(f"epoch {e.epoch:3d}  loss {e.loss:.4f}  noisy train acc {e.train_accuracy:.3f}"
                                    f"  ({e.seconds:.1f}s)", flush=True))
     save_model(model, args.out, data.x[:2])
     print(f"saved {args.out}; noisy accuracy on {data.name}: {accuracy(model, data.x, data.y, noise, args.seed):.3f}")

@@ -71,9 +71,7 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
                     batch_size: int, seed: int = 0, certificate: str | None = None, norm: str | None = None,
                     progress: bool = True) -> int:
     """CERTIFY data.x[indices] into `out` (resuming it), returning the number of rows written now."""
-    spec = certificates.get(certificate, smoothed.noise)
-    norm = spec.norm[smoothed.noise.name] if norm is None else norm
-    smoothed.noise._check_norm(norm)
+    spec, norm = certificates.resolve(certificate, smoothed.noise, norm)
     settings = {"certificate": spec.name, "norm": norm, "alpha": format_float(alpha), "n0": str(n0), "n": str(n),
                 "seed": str(seed)}
 
@@ -108,8 +106,7 @@ def recertify(path: str, certificate: str, out: str, norm: str | None = None, ov
             c1 = np.stack([decode_counts(table[i]["counts"], k) for i in members])
         except (KeyError, ValueError, IndexError) as exc:
             raise SmoothcertError(f"{path}: unreadable row ({exc})") from exc
-        spec = certificates.get(certificate, noise)
-        row_norm = spec.norm[noise.name] if norm is None else norm
+        spec, row_norm = certificates.resolve(certificate, noise, norm)
         v = certificates.certify(spec.name, c0, c1, noise, alpha, row_norm)
         for j, i in enumerate(members):
             table[i].update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),

@@ -128,9 +128,7 @@ class Smooth:
         alpha = check_alpha(alpha)
         check_count("n0", n0)
         check_count("n", n)
-        spec = certificates.get(certificate, self.noise)
-        norm = spec.norm[self.noise.name] if norm is None else norm
-        self.noise._check_norm(norm)
+        spec, norm = certificates.resolve(certificate, self.noise, norm)
         stages = ((SELECTION, n0), (ESTIMATION, n))
         for idx, (c0, c1), seconds in self._groups(xs, stages, batch_size, seed, indices, generator, skip, on_batch):
             v = certificates.certify(spec.name, c0, c1, self.noise, alpha, norm)
@@ -156,10 +154,12 @@ class Smooth:
                 yield Prediction(index, prediction, pvalue, row, alpha, seconds)
 
     # -- the shared loop --------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return torch.device(self.device) if self.device is not None else model_device(self.model)
+
     def probe(self, x: torch.Tensor) -> int:
         """Run the model on one input (shape (1, *input_shape)); check its output; return the number of classes."""
-        device = torch.device(self.device) if self.device is not None else model_device(self.model)
-        self.num_classes = probe_model(self.model, x.to(device, model_dtype(self.model)), self.num_classes)
+        self.num_classes = probe_model(self.model, x.to(self._device(), model_dtype(self.model)), self.num_classes)
         return self.num_classes
 
     def prepare(self, xs: torch.Tensor, batch_size: int) -> Sampler:
@@ -171,8 +171,7 @@ class Smooth:
         check(len(bad) == 0, f"inputs contain NaN or inf (first at position {int(bad[0]) if len(bad) else 0})")
         self.probe(xs[:1])
         if batch_size is None:
-            device = torch.device(self.device) if self.device is not None else model_device(self.model)
-            batch_size = auto_batch_size(self.model, xs.shape[1:], device, model_dtype(self.model))
+            batch_size = auto_batch_size(self.model, xs.shape[1:], self._device(), model_dtype(self.model))
         check_count("batch size", batch_size)
         return Sampler(self.model, self.noise, self.num_classes, batch_size, self.device, self.amp)
 
