@@ -333,3 +333,15 @@ def test_a_half_written_header_is_treated_as_an_empty_file(tmp_path, model_pt2, 
     assert main(certify_args(model_pt2, npz_data, full, "--max", "3")) == 0
     assert without_time(out) == without_time(full)
     assert open(out).readline() == open(full).readline()
+
+
+def test_a_program_exported_with_a_fixed_batch_runs_on_any_batch(tmp_path):
+    from smoothcert.models import StaticBatch, load_model
+    model = tiny_cnn().eval()
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(4, 1, 4, 4),)), str(path))
+    loaded = load_model(str(path))
+    assert isinstance(loaded, StaticBatch) and loaded.batch == 4
+    x = torch.rand(10, 1, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
