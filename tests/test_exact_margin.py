@@ -12,7 +12,7 @@ import pytest
 from scipy import optimize, special, stats
 
 from smoothcert import SmoothcertError
-from smoothcert import bounds
+from smoothcert.bounds import margin as bounds
 from smoothcert.bounds import clopper_pearson_lower, clopper_pearson_upper, exact_margin_lower
 
 TIE = 1e-12  # the tie tolerance of the definition P(θ̂ >= θ̃): float ties count as ties

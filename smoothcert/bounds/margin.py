@@ -1,7 +1,4 @@
-"""Confidence bounds, all in one place. Each takes counts and alpha and knows nothing of models or noise.
-
-Every bound here holds with probability >= 1 - alpha over the samples it is computed from.
-"""
+"""The exact (test-inversion) lower confidence bound on the margin from trinomial counts (000 §4, corrected)."""
 from __future__ import annotations
 
 import heapq
@@ -10,50 +7,10 @@ import math
 import numpy as np
 from scipy.special import bdtr as _bdtr
 from scipy.special import bdtrc as _bdtrc
-from scipy.special import betaincinv as _betaincinv
 from scipy.special import ndtri as _ndtri
 from scipy.stats import binom as _binom
-from scipy.stats import binomtest as _binomtest
 
-from .errors import SmoothcertError, check, check_alpha
-
-
-def _check_counts(k, n):
-    k = np.asarray(k)
-    n = np.asarray(n)
-    if not np.all(n >= 1):
-        raise SmoothcertError(f"number of samples must be >= 1, got {n!r}")
-    if not np.all((k >= 0) & (k <= n)):
-        raise SmoothcertError(f"count must lie in [0, n], got k={k!r}, n={n!r}")
-    return k, n
-
-
-def clopper_pearson_lower(k, n, alpha: float):
-    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion from k successes in n.
-
-    The alpha-quantile of Beta(k, n - k + 1), 0 when k = 0 (Clopper & Pearson 1934; Cohen et al. 2019, Alg.
-    CERTIFY's LowerConfBound, which calls it with the two-sided level 2*alpha). Vectorised over k and n.
-    """
-    alpha = check_alpha(alpha)
-    k, n = _check_counts(k, n)
-    with np.errstate(invalid="ignore"):
-        out = _betaincinv(k, n - k + 1, alpha)       # = scipy.stats.beta.ppf, without its overhead
-    return np.where(k == 0, 0.0, out)[()]
-
-
-def clopper_pearson_upper(k, n, alpha: float):
-    """One-sided (1 - alpha) Clopper-Pearson upper bound: the (1 - alpha)-quantile of Beta(k + 1, n - k)."""
-    alpha = check_alpha(alpha)
-    k, n = _check_counts(k, n)
-    with np.errstate(invalid="ignore"):
-        out = 1.0 - _betaincinv(n - k, k + 1, alpha)    # = Beta(k+1, n-k) quantile 1 - alpha, accurate for tiny alpha
-    return np.where(k == n, 1.0, out)[()]
-
-
-def binomial_test_pvalue(k: int, n: int, p: float = 0.5) -> float:
-    """Two-sided exact binomial test of H0: success probability = p (Cohen et al. 2019, PREDICT)."""
-    return float(_binomtest(int(k), int(n), p, alternative="two-sided").pvalue)
-
+from ..errors import check, check_alpha
 
 # ----------------------------------------------------------------------------------------------------------------
 # Exact (test-inversion) lower confidence bound on the margin from trinomial counts.
