@@ -7,9 +7,13 @@ import sys
 
 from .errors import SmoothcertError, check, check_alpha, check_count
 
+MAX_TRAIN_CLASSES = 100_000      # a label beyond this is a data error, not a 10^9-output layer to allocate
+
 
 def _common_model_args(p: argparse.ArgumentParser, *, train: bool = False) -> None:
-    p.add_argument("--data", default="digits", help="digits | npz:PATH | cifar10:DIR | folder:DIR (default digits)")
+    p.add_argument("--data", default="digits",
+                   help="digits (built in) | npz:PATH (arrays x (N, ...) float pixels and y (N,) integer labels, optional "
+                        "classes) | cifar10:DIR (python batches) | folder:DIR (one sub-folder per class) (default digits)")
     p.add_argument("--split", default="train" if train else "test", choices=("train", "test"),
                    help="which split of digits / cifar10 / folder (train|test layout) to use")
     p.add_argument("--noise", default="gaussian", choices=("gaussian", "laplace"),
@@ -36,15 +40,23 @@ def _batch(text: str):
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
-                   help="model.pt2 (torch.export), model.pt (TorchScript), package.module:factory or a built-in "
-                        "architecture (digits-cnn, cifar-resnet20, cifar-resnet110) with --weights")
+                   help="model.pt2 (torch.export), model.pt (TorchScript), package.module:factory (a function taking "
+                        "no arguments; the current folder is on the import path) or a built-in architecture "
+                        "(digits-cnn, cifar-resnet20, cifar-resnet110) with --weights")
     p.add_argument("--weights", help="state dict (torch.save(model.state_dict())) for a factory or architecture")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
-    p.add_argument("--out", required=True, help="results TSV; an existing one of the same settings is resumed")
-    p.add_argument("--skip", type=int, default=1, help="take every SKIP-th input (as Cohen et al.)")
-    p.add_argument("--max", type=int, default=None, help="at most this many inputs")
-    p.add_argument("--start", type=int, default=0, help="first input index")
-    p.add_argument("--indices", help="comma-separated input indices instead of --start/--skip/--max")
+    p.add_argument("--out", required=True,
+                   help="results TSV; an existing one made with the same settings, data and model is resumed")
+    p.add_argument("--trust-model", action="store_true",
+                   help="let a .pt2 model unpickle objects other than tensors (this can run code: only for files you "
+                        "trust); by default such a file is refused")
+    p.add_argument("--start", type=int, default=0, help="first input index (default 0)")
+    p.add_argument("--skip", type=int, default=1,
+                   help="take inputs start, start+SKIP, start+2*SKIP, ... (as Cohen et al.'s --skip; default 1)")
+    p.add_argument("--max", type=int, default=None,
+                   help="at most this many inputs, counted after --start/--skip (a count of rows; Cohen et al.'s --max "
+                        "is instead a data-set index to stop before: their --skip 20 --max 500 is --skip 20 --max 25)")
+    p.add_argument("--indices", help="comma-separated input indices, instead of --start/--skip/--max")
     p.add_argument("--amp", action="store_true", help="mixed-precision forward passes on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -76,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a base classifier under noise")
     _common_model_args(p, train=True)
     p.add_argument("--arch", default="digits-cnn", help="built-in architecture (digits-cnn, cifar-resnet20, ...)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-annealed to 0 (default 0.001)")
     p.add_argument("--out", required=True, help="model file: .pt2 (torch.export) or any other suffix (state dict)")
     p.add_argument("--adv-step", type=float, default=0.0,
                    help="adversarial-noise training (Teng et al. Type 2): add adv_step * sign(grad) to the noisy input")
@@ -111,7 +123,8 @@ def _noise(args):
 def _indices(args, data):
     from .data import select
     idx = None
-    if args.indices:
+    if args.indices is not None:
+        check(args.indices.strip(" ,") != "", f"no input indices in --indices {args.indices!r}; give comma-separated indices, or leave --indices out")
         try:
             idx = [int(v) for v in args.indices.split(",") if v.strip()]
         except ValueError:
@@ -131,10 +144,23 @@ def _smoothed(args):
     if args.batch is not None:
         check_count("--batch", args.batch)
     device = resolve_device(args.device)
+    _check_out(args)
     data = load_data(args.data, args.split)
     indices = _indices(args, data)
-    model = load_model(args.model, args.weights, device, num_classes=len(data.classes), in_channels=data.x.shape[1])
+    model = load_model(args.model, args.weights, device, trust=args.trust_model, num_classes=data.num_classes,
+                       in_channels=data.x.shape[1])
     return Smooth(model, noise, device=device, amp=args.amp), data, indices
+
+
+def _check_out(args) -> None:
+    """--out must be a regular file (or none yet), and not one of the run's own inputs."""
+    from .results import check_output_path
+    check_output_path(args.out)
+    if os.path.exists(args.out):
+        data_path = args.data.partition(":")[2] if ":" in args.data else None
+        for what, path in (("model", args.model), ("weights", args.weights), ("data", data_path)):
+            check(not (path and os.path.exists(path) and os.path.samefile(path, args.out)),
+                  f"--out {args.out} is the {what} file; choose another file for the results")
 
 
 def cmd_certify(args) -> None:
@@ -173,13 +199,15 @@ def cmd_train(args) -> None:
     device = resolve_device(args.device)
     check(os.path.isdir(os.path.dirname(os.path.abspath(args.out))), f"output folder does not exist for {args.out}")
     data = load_data(args.data, args.split)
+    check(data.num_classes <= MAX_TRAIN_CLASSES, f"{args.data} has labels up to {data.num_classes - 1}; the built-in "
+          f"architectures train at most {MAX_TRAIN_CLASSES:,} classes (labels must be 0..K-1)")
     torch.manual_seed(args.seed)
-    model = build(args.arch, num_classes=len(data.classes), in_channels=data.x.shape[1]).to(device)
+    model = build(args.arch, num_classes=data.num_classes, in_channels=data.x.shape[1]).to(device)
     train(model, data.x, data.y, noise, epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
           adversarial_step=args.adv_step,
           on_epoch=lambda e: print(f"epoch {e.epoch:3d}  loss {e.loss:.4f}  noisy train acc {e.train_accuracy:.3f}"
                                    f"  ({e.seconds:.1f}s)", flush=True))
-    save_model(model, args.out, data.x[:2])
+    save_model(model, args.out, data.x[:1])
     print(f"saved {args.out}; noisy accuracy on {data.name}: {accuracy(model, data.x, data.y, noise, args.seed):.3f}")
 
 

@@ -21,7 +21,8 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs x (float32, (N, *input_shape)), labels y (int64, (N,)), class names and a display name."""
+    """Inputs x (float32, (N, *input_shape)), labels y (int64, (N,)), class names (empty when the data names
+    none: an .npz without `classes`) and a display name."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -30,6 +31,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes: the class names', or 1 + the largest label when there are none."""
+        return len(self.classes) if self.classes else int(self.y.max()) + 1
 
 
 def load_data(spec: str, split: str = "test") -> Dataset:
@@ -100,7 +106,7 @@ def _npz(path: Path, split: str) -> Dataset:
         classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
         check(len(classes) >= k, f"y in {path} has label {k - 1} but classes names only {len(classes)} classes")
     else:
-        classes = [str(i) for i in range(k)]
+        classes = []                       # nothing the size of the largest label is built before it is checked
     return _dataset(x, y, classes, f"npz:{path}")
 
 

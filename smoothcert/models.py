@@ -12,8 +12,15 @@ Model specs accepted by `load_model`:
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import io
+import logging
 import os
+import pickle
+import re
+import sys
 import warnings
 from collections.abc import Mapping
 
@@ -87,20 +94,60 @@ def build(arch: str, **kwargs) -> nn.Module:
     return ARCHITECTURES[arch](**kwargs)
 
 
-def load_model(spec: str, weights: str | None = None, device="cpu", **arch_kwargs) -> nn.Module:
-    """Load a base classifier from a spec (see the module docstring), in eval mode on `device`."""
+def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bool = False,
+               **arch_kwargs) -> nn.Module:
+    """Load a base classifier from a spec (see the module docstring), in eval mode on `device`.
+
+    Args:
+        spec: model.pt2, model.pt, package.module:factory or a built-in architecture name.
+        weights: a state dict file, for a factory or an architecture.
+        device: where the model goes.
+        trust: let a .pt2 unpickle arbitrary objects (it can run code); by default only tensors are unpickled.
+        arch_kwargs: passed to a built-in architecture (num_classes is read from the weights when they have it).
+    """
     is_file = spec.endswith(".pt2") or not (spec in ARCHITECTURES or ":" in spec) or os.path.exists(spec)
     check(weights is None or not is_file,
           "--weights goes with an architecture name or package.module:factory, not with a model file")
     if spec.endswith(".pt2"):
-        model = _load_exported(spec)
+        model = _load_exported(spec, trust)
     elif spec in ARCHITECTURES or (":" in spec and not os.path.exists(spec)):
-        model = build(spec, **arch_kwargs) if spec in ARCHITECTURES else _from_factory(spec)
         check(weights is not None, f"--model {spec} needs --weights (a state dict file)")
-        load_weights(model, weights)
+        state = read_state_dict(weights)
+        if spec in ARCHITECTURES:
+            model = build(spec, **{**arch_kwargs, "num_classes": _classes_in(spec, state, arch_kwargs)})
+        else:
+            model = _from_factory(spec)
+        _fit_weights(model, state, weights)
     else:
         model = _load_torchscript(spec)
     return eval_mode(model.to(device))
+
+
+def _classes_in(arch: str, state: Mapping, arch_kwargs: dict) -> int:
+    """The number of classes of a built-in architecture's weights (its last Linear layer), so nothing the size of
+    the data's labels is built before the labels are checked against the model."""
+    probe = build(arch, **{**arch_kwargs, "num_classes": 1})
+    last = [name for name, m in probe.named_modules() if isinstance(m, nn.Linear)][-1]
+    w = state.get(f"{last}.weight")
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.ndim == 2 else int(arch_kwargs.get("num_classes", 10))
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash that tells one model from another: every tensor of its state dict (names, dtypes, shapes and
+    bytes, in name order, so a module and its torch.export program agree), or, for a model without tensors, its
+    structure (generated code or module tree). Results files record it, so a resumed run refuses rows made by
+    another model."""
+    h = hashlib.sha256()
+    state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if not state:
+        inner = model.module if isinstance(model, StaticBatch) else model
+        structure = getattr(inner, "code", None)
+        h.update((structure if isinstance(structure, str) else repr(inner)).encode())
+    return "sha256:" + h.hexdigest()[:20]
 
 
 def eval_mode(model: nn.Module) -> nn.Module:
@@ -117,15 +164,88 @@ def _check_file(path: str, what: str) -> None:
     check(os.access(path, os.R_OK), f"{what} file is not readable: {path}")
 
 
-def _load_exported(path: str) -> nn.Module:
-    _check_file(path, "model")
+class _Refused(Exception):
+    """An entry of a .pt2 archive needs more than the weights-only unpickler (it could run code)."""
+
+
+@contextlib.contextmanager
+def _weights_only_unpickling(refusals: list):
+    """While torch.export.load runs: torch.load is forced to weights_only=True (tensors and plain containers
+    only) and the unrestricted unpicklers (pickle.load(s), pickle.Unpickler, torchbind's _pickle_load_obj)
+    refuse; every refusal is recorded, so one that torch catches and works around is still seen. torch.export
+    itself falls back to weights_only=False for sample inputs and unpickles pickled weights and constants
+    unrestricted: a crafted archive would otherwise run code."""
+    load = torch.load
+
+    def restricted(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        try:
+            return load(f, *args, **kwargs)
+        except Exception as exc:
+            refusals.append(_unpickling_reason(exc))
+            raise _Refused(refusals[-1]) from None
+
+    def refuse(*args, **kwargs):
+        refusals.append("a pickled object that is not a tensor")
+        raise _Refused(refusals[-1])
+
+    class Refusing:
+        def __init__(self, *args, **kwargs):
+            refuse()
+
+    patches = [(torch, "load", restricted), (torch.serialization, "load", restricted), (pickle, "load", refuse),
+               (pickle, "loads", refuse), (pickle, "Unpickler", Refusing), (torch._C, "_pickle_load_obj", refuse)]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
-        program = torch.export.load(path)
+        for obj, name, value in patches:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """torch.export.load logs whole tracebacks at WARNING before raising; our one-line error says it all."""
+    loggers = [logging.getLogger(n) for n in ("torch.export", "torch._export", "torch.export.pt2_archive")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _load_exported(path: str, trust: bool = False) -> nn.Module:
+    _check_file(path, "model")
+    with open(path, "rb") as f:
+        data = f.read()                           # read once: what is checked is what is loaded
+    check(len(data) > 0, f"model file {path} is empty")
+    refusals: list[str] = []
+    guard = contextlib.nullcontext() if trust else _weights_only_unpickling(refusals)
+    try:
+        with _quiet_torch(), guard:
+            program = torch.export.load(io.BytesIO(data))
     except Exception as exc:
-        raise SmoothcertError(f"cannot load {path} as a torch.export program (.pt2): {_first_line(exc)}") from exc
+        if not refusals:
+            raise SmoothcertError(f"cannot load {path} as a torch.export program (.pt2): {_first_line(exc)}") from None
+        program = None
+    if refusals:
+        raise SmoothcertError(f"{path} holds pickled data beyond plain tensors ({refusals[0]}); loading it "
+                              "could run code, so it is refused: pass --trust-model only if you trust its source")
     module = program.module()
     batch = _static_batch(program)
-    return module if batch is None else StaticBatch(module, batch)
+    if batch is None:
+        return module
+    print(f"smoothcert: {path} was exported with a fixed batch size of {batch}: every forward pass runs in chunks "
+          f"of {batch} (often tens of times slower); export with a dynamic batch instead: torch.export.export(model, "
+          "(x,), dynamic_shapes=({0: torch.export.Dim('batch')},))", file=sys.stderr)
+    return StaticBatch(module, batch)
 
 
 def _static_batch(program) -> int | None:
@@ -170,31 +290,60 @@ def _load_torchscript(path: str) -> nn.Module:
 
 
 def _from_factory(spec: str) -> nn.Module:
+    """Call package.module:factory with no arguments; the current directory is on the import path (as with
+    `python -m`), so a factory in ./pkg/mod.py is found from the folder that holds pkg."""
     module_name, _, attr = spec.partition(":")
+    check(module_name and attr, f"a factory is given as package.module:function, got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise SmoothcertError(f"cannot find factory {spec!r}: {_first_line(exc)}") from exc
-    model = factory()
+        raise SmoothcertError(f"cannot find factory {spec!r}: {_first_line(exc)}") from None
+    except Exception as exc:                      # a syntax error, or the module raised while importing
+        raise SmoothcertError(f"cannot import {module_name!r} for factory {spec!r}: {type(exc).__name__}: "
+                              f"{_first_line(exc)}") from None
+    check(callable(factory), f"{spec!r} is a {type(factory).__name__}, not a function that returns a model")
+    try:
+        model = factory()
+    except TypeError as exc:
+        raise SmoothcertError(f"factory {spec!r} must be callable with no arguments and return a torch.nn.Module "
+                              f"(wrap it in a function of your own): {_first_line(exc)}") from None
+    except Exception as exc:
+        raise SmoothcertError(f"factory {spec!r} raised {type(exc).__name__}: {_first_line(exc)}") from None
     check(isinstance(model, nn.Module), f"factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a plain state dict (name -> tensor), read with weights_only=True (no code runs)."""
+def read_state_dict(path: str) -> dict:
+    """A plain state dict (name -> tensor), read with weights_only=True (no code runs)."""
     _check_file(path, "weights")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SmoothcertError(f"cannot read weights {path} as a plain state dict: {_first_line(exc)}") from exc
+        why = (f"it holds pickled objects beyond tensors ({_unpickling_reason(exc)}: a whole pickled model?); save "
+               "only the weights with torch.save(model.state_dict(), path)") if isinstance(exc, pickle.UnpicklingError) \
+            else _first_line(exc)
+        raise SmoothcertError(f"cannot read weights {path} as a plain state dict: {why}") from None
     if not (isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         found = f"keys {', '.join(map(str, list(state)[:4]))}" if isinstance(state, Mapping) else type(state).__name__
         raise SmoothcertError(f"weights file {path} is not a plain state dict of tensors (found {found}); "
                               "save it with torch.save(model.state_dict(), path)")
+    return dict(state)
+
+
+def _fit_weights(model: nn.Module, state: Mapping, path: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise SmoothcertError(f"weights {path} do not fit the model: {_first_line(exc)} ...") from exc
+        raise SmoothcertError(f"weights {path} do not fit the model: {_first_line(exc)} ...") from None
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a plain state dict file into `model` (read with weights_only=True: no code runs)."""
+    _fit_weights(model, read_state_dict(path), path)
 
 
 def save_model(model: nn.Module, path: str, example: torch.Tensor) -> None:
@@ -204,7 +353,9 @@ def save_model(model: nn.Module, path: str, example: torch.Tensor) -> None:
     tmp = f"{root}.tmp{ext}"
     if path.endswith(".pt2"):
         batch = torch.export.Dim("batch", min=1)
-        ex = example[:2].cpu() if example.shape[0] >= 2 else example.cpu().expand(2, *example.shape[1:])
+        # a fresh example of its own storage: the archive stores the example input, and a view of the data
+        # would carry the whole underlying tensor (the training set) into the file
+        ex = torch.zeros((2, *example.shape[1:]), dtype=example.dtype)
         program = torch.export.export(model, (ex,), dynamic_shapes=({0: batch},))
         torch.export.save(program, tmp)
     else:
@@ -212,6 +363,16 @@ def save_model(model: nn.Module, path: str, example: torch.Tensor) -> None:
     os.replace(tmp, path)
 
 
+def _unpickling_reason(exc: BaseException) -> str:
+    """What torch's weights-only unpickler refused, in a few words (its message is a page long)."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))
+    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"[Uu]nsupported[^.\n]*", text)
+    if found:
+        return f"it needs {found.group(1)}" if found.re.pattern.startswith("GLOBAL") else found.group(0).strip()
+    return _first_line(exc)[:160]
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The first line of an exception's message, without terminal escape codes."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__

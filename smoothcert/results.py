@@ -2,14 +2,17 @@
 
 Rows are appended and flushed one at a time. Running the same command again resumes: a half-written last
 line (an interrupted write) is cut off, rows already there are kept and skipped, and rows made with other
-settings are refused rather than mixed in. The file is created only when its first row is ready, so a run
-that fails its checks leaves no file behind.
+settings, data or model are refused rather than mixed in. The file is created only when its first row is
+ready, so a run that fails its checks leaves no file behind. A run holds an exclusive lock on its results file
+for its whole life, so two runs can never write one file.
 """
 from __future__ import annotations
 
 import csv
 import datetime
 import os
+import socket
+import sys
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -17,23 +20,73 @@ import numpy as np
 from .errors import SmoothcertError, check
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
-                   "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "seed",
+                   "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "seed", "model",
                    "pA_lower", "pB_upper", "num_classes", "counts_selection", "counts")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time",
-                   "noise", "scale", "alpha", "n", "seed", "pvalue", "num_classes", "counts")
+                   "noise", "scale", "alpha", "n", "seed", "model", "pvalue", "num_classes", "counts")
+MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
+MAX_COUNT = 2 ** 62              # counts and sample sizes stay far inside int64
+
+
+class FileLock:
+    """An exclusive lock on `path` while a run writes it: the lock file `path.lock`, held with flock (the kernel
+    drops it when the process dies, so even kill -9 leaves no stale lock) and holding the holder's pid, host and
+    command for the message another run gets. Where flock does not exist (Windows) nothing is locked."""
+
+    def __init__(self, path: str):
+        self.path, self.lock, self.fd = path, f"{path}.lock", None
+
+    def acquire(self) -> "FileLock":
+        try:
+            import fcntl
+        except ImportError:                       # pragma: no cover - not POSIX
+            return self
+        while True:
+            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 500, 0).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise SmoothcertError(f"{self.path} is being written by another run ({holder}); wait for it to "
+                                      "end or choose another --out") from None
+            try:                                  # its last holder may have removed it between our open and lock
+                if os.stat(self.lock).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        command = " ".join(["smoothcert", *sys.argv[1:]])[:300]
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}: "
+                     f"{command}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.unlink(self.lock)                  # while still held: a waiting run then retries on a fresh file
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def check_output_path(path: str) -> None:
+    """--out must name a regular file (or none yet) in an existing folder: not /dev/null, a folder or a link to one."""
+    parent = os.path.dirname(os.path.abspath(path))
+    check(os.path.isdir(parent), f"output folder does not exist: {parent}")
+    check(not os.path.exists(path) or os.path.isfile(path),
+          f"{path} exists and is not a regular file (a device, folder or pipe); choose a file for --out")
 
 
 def encode_counts(counts: np.ndarray) -> str:
     """Sparse class counts: 'class:count' for the non-zero classes, comma separated ('' when all zero)."""
     return ",".join(f"{c}:{int(k)}" for c, k in enumerate(counts) if k)
-
-
-def decode_counts(text: str, num_classes: int) -> np.ndarray:
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for item in filter(None, text.split(",")):
-        c, k = item.split(":")
-        counts[int(c)] = int(k)
-    return counts
 
 
 def format_time(seconds: float) -> str:
@@ -73,20 +126,30 @@ class ResultsWriter:
         self.path, self.columns, self.settings = path, columns, dict(settings)
         self.done: set[int] = set()
         self._file = None
-        parent = os.path.dirname(os.path.abspath(path))
-        check(os.path.isdir(parent), f"output folder does not exist: {parent}")
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            self._load_existing(labels or {})
+        check_output_path(path)
+        self._lock = FileLock(path).acquire()     # held until close(): no second run can write this file
+        try:
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                self._load_existing(labels or {})
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _load_existing(self, labels: Mapping[int, int]) -> None:
-        with open(self.path, newline="") as f:
-            first = f.readline()
+        with open(self.path, "rb") as f:
+            raw = f.readline(1 << 16)
+        try:
+            first = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SmoothcertError(f"{self.path} exists and holds binary data, not a results file (is it a model or "
+                                  "data file?); choose another --out") from None
         if not first.endswith("\n") and "\t".join(self.columns).startswith(first):
             return                     # only a half-written header: an interrupted start, treated as empty
         header = first.rstrip("\n").split("\t")
         if tuple(header) != self.columns:
-            raise SmoothcertError(f"{self.path} exists and is not a results file of this kind "
-                                  "(its header differs); choose another --out")
+            kind = "results file made by another command or another smoothcert version" if "idx" in header \
+                else "file that is not a smoothcert results file"
+            raise SmoothcertError(f"{self.path} exists and is a {kind} (its header differs); choose another --out")
         for line, row in enumerate(read_rows(self.path), start=2):
             for key, value in self.settings.items():
                 if row.get(key) != value:
@@ -124,6 +187,7 @@ class ResultsWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._lock.release()
 
     def __enter__(self):
         return self
@@ -133,10 +197,60 @@ class ResultsWriter:
 
 
 def write_all(path: str, columns: tuple[str, ...], rows: Iterable[Mapping[str, object]]) -> None:
-    """Write a whole results file at once, atomically (used by re-certification)."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write("\t".join(columns) + "\n")
-        for row in rows:
-            f.write("\t".join(str(row[c]) for c in columns) + "\n")
-    os.replace(tmp, path)
+    """Write a whole results file at once, atomically (used by re-certification): the caller holds its lock."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write("\t".join(columns) + "\n")
+            for row in rows:
+                f.write("\t".join(str(row[c]) for c in columns) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_table(path: str, columns: Iterable[str]) -> list[tuple[int, dict[str, str]]]:
+    """Every row of a results file with its line number, for reading a finished file (recertify): unlike a
+    resumed run, a cut-off last line, a row with missing fields or a missing column is refused, naming the line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise SmoothcertError(f"{path} holds binary data, not a results file") from None
+    lines = text.split("\n")
+    check(lines[0].strip() != "", f"{path} is empty (no header line)")
+    header = lines[0].split("\t")
+    missing = [c for c in columns if c not in header]
+    check(not missing, f"{path} is not a smoothcert results file of this kind (missing columns: {', '.join(missing)})")
+    check(text.endswith("\n"), f"{path} line {len(lines)}: the last row is cut off (an interrupted run?); finish "
+                               "the run (run the same command again) or delete that line")
+    rows = []
+    for line, content in enumerate(lines[1:-1], start=2):
+        cells = content.split("\t")
+        check(len(cells) == len(header), f"{path} line {line}: {len(cells)} fields where the header has {len(header)}")
+        rows.append((line, dict(zip(header, cells))))
+    return rows
+
+
+def parse_int(text: str, where: str, what: str, low: int = 0, high: int = MAX_COUNT) -> int:
+    """An integer cell in [low, high], or a SmoothcertError naming where it is."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise SmoothcertError(f"{where}: {what} must be an integer, got {text!r}") from None
+    check(low <= value <= high, f"{where}: {what} must lie in {low}..{high}, got {value}")
+    return value
+
+
+def parse_counts(text: str, num_classes: int, total: int, where: str, what: str) -> np.ndarray:
+    """Sparse counts 'class:count,...' checked: classes in range and given once, counts >= 1, summing to `total`."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for item in filter(None, text.split(",")):
+        c, sep, k = item.partition(":")
+        check(sep == ":", f"{where}: {what} must be class:count pairs, got {item!r}")
+        c = parse_int(c, where, f"a class in {what}", 0, num_classes - 1)
+        check(counts[c] == 0, f"{where}: class {c} appears twice in {what}")
+        counts[c] = parse_int(k, where, f"a count in {what}", 1)
+    check(int(counts.sum()) == total, f"{where}: {what} sum to {int(counts.sum())}, not to the row's {total} samples")
+    return counts

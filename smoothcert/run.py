@@ -1,6 +1,7 @@
 """Certify or predict a whole data set into a results file: progress, resume, one row per input."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -11,30 +12,42 @@ from tqdm import tqdm
 
 from . import certificates
 from .errors import SmoothcertError, check
+from .models import fingerprint
 from .noises import NOISES
 from .results import (
     CERTIFY_COLUMNS,
+    MAX_CLASSES,
     PREDICT_COLUMNS,
+    FileLock,
     ResultsWriter,
-    decode_counts,
+    check_output_path,
     encode_counts,
     format_float,
     format_time,
-    read_rows,
+    parse_counts,
+    parse_int,
+    read_table,
     write_all,
 )
 from .smooth import Smooth
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' is the first CUDA device when there is one, else the CPU."""
+    """'auto' is the first CUDA device when there is one, else the CPU; a device this machine cannot run a model
+    on is refused."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown device {name!r}") from exc
-    check(device.type != "cuda" or torch.cuda.is_available(), f"device {name} asked for, but CUDA is not available")
+    except (RuntimeError, TypeError):
+        raise SmoothcertError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+    check(device.type in ("cpu", "cuda", "mps"), f"device {name!r} cannot run a model (use auto, cpu, cuda, cuda:N or mps)")
+    if device.type == "cuda":
+        check(torch.cuda.is_available(), f"device {name} asked for, but CUDA is not available on this machine")
+        check(device.index is None or device.index < torch.cuda.device_count(),
+              f"device {name} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps":
+        check(torch.backends.mps.is_available(), f"device {name} asked for, but MPS is not available on this machine")
     return device
 
 
@@ -69,8 +82,9 @@ def _check_labels(smoothed: Smooth, data, indices) -> None:
 
 def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: int, alpha: float,
                     batch_size: int, seed: int = 0, certificate: str | None = None, norm: str | None = None,
-                    progress: bool = True) -> int:
-    """CERTIFY data.x[indices] into `out` (resuming it), returning the number of rows written now."""
+                    progress: bool = True, model_id: str | None = None) -> int:
+    """CERTIFY data.x[indices] into `out` (resuming it), returning the number of rows written now. `model_id`
+    is recorded in the file (default: `models.fingerprint` of the model) and a resumed run must match it."""
     spec, norm = certificates.resolve(certificate, smoothed.noise, norm)
     settings = {"certificate": spec.name, "norm": norm, "alpha": format_float(alpha), "n0": str(n0), "n": str(n),
                 "seed": str(seed)}
@@ -84,40 +98,62 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
                 "pB_upper": format_float(c.p_upper), "counts_selection": encode_counts(c.counts_selection),
                 "counts": encode_counts(c.counts)}
 
-    return _to_file(smoothed, data, indices, out, CERTIFY_COLUMNS, settings, run, row, progress)
+    return _to_file(smoothed, data, indices, out, CERTIFY_COLUMNS, settings, run, row, progress, model_id)
 
 
 def recertify(path: str, certificate: str, out: str, norm: str | None = None, overwrite: bool = False) -> int:
     """Recompute every row of a certify results file with another certificate, from its stored counts alone
-    (no model), and write the same layout to `out` atomically. Returns the number of rows."""
+    (no model), and write the same layout to `out` atomically. Every row is checked first (counts summing to
+    the row's n0 and n, classes in range, each input once), and a refusal names the line. Returns the number of
+    rows."""
+    check_output_path(out)
     check(overwrite or not os.path.exists(out), f"{out} exists; choose another --out (or --force to replace it)")
-    table = read_rows(path)
-    check(len(table) > 0, f"{path} has no rows to re-certify")
-    missing = [c for c in CERTIFY_COLUMNS if c not in table[0]]
-    check(not missing, f"{path} is not a smoothcert certify file (missing columns: {', '.join(missing)})")
-    groups: dict[tuple, list[int]] = {}
-    for i, r in enumerate(table):
-        groups.setdefault((r["noise"], r["scale"], r["alpha"], r["num_classes"]), []).append(i)
-    for (noise_name, scale, alpha, k), members in groups.items():
-        try:
-            noise = NOISES[noise_name](float(scale))
-            k, alpha = int(k), float(alpha)
-            c0 = np.stack([decode_counts(table[i]["counts_selection"], k) for i in members])
-            c1 = np.stack([decode_counts(table[i]["counts"], k) for i in members])
-        except (KeyError, ValueError, IndexError) as exc:
-            raise SmoothcertError(f"{path}: unreadable row ({exc})") from exc
-        spec, row_norm = certificates.resolve(certificate, noise, norm)
-        v = certificates.certify(spec.name, c0, c1, noise, alpha, row_norm)
-        for j, i in enumerate(members):
-            table[i].update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),
-                            radius=format_float(v.radius[j]), correct=int(int(v.prediction[j]) == int(table[i]["label"])),
-                            pA_lower=format_float(v.p_lower[j]), pB_upper=format_float(v.p_upper[j]))
-    write_all(out, CERTIFY_COLUMNS, table)
+    same = os.path.exists(out) and os.path.samefile(path, out)
+    with FileLock(path), (contextlib.nullcontext() if same else FileLock(out)):   # neither is being written
+        table = read_table(path, CERTIFY_COLUMNS)
+        check(len(table) > 0, f"{path} has no rows to re-certify")
+        groups: dict[tuple, list[tuple]] = {}
+        lines: dict[int, int] = {}
+        for line, row in table:
+            key, c0, c1 = _checked_row(path, line, row)
+            check(int(row["idx"]) not in lines, f"{path} line {line}: input {row['idx']} appears twice "
+                                                f"(first at line {lines.get(int(row['idx']))})")
+            lines[int(row["idx"])] = line
+            groups.setdefault(key, []).append((row, c0, c1))
+        for (noise_name, scale, alpha), members in groups.items():
+            noise = NOISES[noise_name](scale)
+            spec, row_norm = certificates.resolve(certificate, noise, norm)
+            v = certificates.certify(spec.name, np.stack([m[1] for m in members]), np.stack([m[2] for m in members]),
+                                     noise, alpha, row_norm)
+            for j, (row, _, _) in enumerate(members):
+                row.update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),
+                           radius=format_float(v.radius[j]), correct=int(int(v.prediction[j]) == int(row["label"])),
+                           pA_lower=format_float(v.p_lower[j]), pB_upper=format_float(v.p_upper[j]))
+        write_all(out, CERTIFY_COLUMNS, [row for _, row in table])
     return len(table)
 
 
+def _checked_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """((noise, scale, alpha), selection counts, estimation counts) of one certify row, every field checked."""
+    where = f"{path} line {line}"
+    parse_int(row["idx"], where, "idx")
+    check(row["noise"] in NOISES, f"{where}: unknown noise {row['noise']!r} (known: {', '.join(NOISES)})")
+    try:
+        scale, alpha = float(row["scale"]), float(row["alpha"])
+    except ValueError:
+        raise SmoothcertError(f"{where}: scale and alpha must be numbers, got {row['scale']!r}, {row['alpha']!r}") from None
+    check(np.isfinite(scale) and scale > 0, f"{where}: scale must be a finite number > 0, got {row['scale']!r}")
+    check(0 < alpha < 1, f"{where}: alpha must lie in (0, 1), got {row['alpha']!r}")
+    k = parse_int(row["num_classes"], where, "num_classes", 1, MAX_CLASSES)
+    parse_int(row["label"], where, "label", 0, k - 1)
+    n0, n = parse_int(row["n0"], where, "n0", 1), parse_int(row["n"], where, "n", 1)
+    c0 = parse_counts(row["counts_selection"], k, n0, where, "counts_selection")
+    c1 = parse_counts(row["counts"], k, n, where, "counts")
+    return (row["noise"], scale, alpha), c0, c1
+
+
 def predict_dataset(smoothed: Smooth, data, indices, out: str, *, n: int, alpha: float, batch_size: int,
-                    seed: int = 0, progress: bool = True) -> int:
+                    seed: int = 0, progress: bool = True, model_id: str | None = None) -> int:
     """PREDICT data.x[indices] into `out` (resuming it), returning the number of rows written now."""
     settings = {"alpha": format_float(alpha), "n": str(n), "seed": str(seed)}
 
@@ -127,16 +163,16 @@ def predict_dataset(smoothed: Smooth, data, indices, out: str, *, n: int, alpha:
     def row(p):
         return {"pvalue": format_float(p.pvalue), "counts": encode_counts(p.counts)}
 
-    return _to_file(smoothed, data, indices, out, PREDICT_COLUMNS, settings, run, row, progress)
+    return _to_file(smoothed, data, indices, out, PREDICT_COLUMNS, settings, run, row, progress, model_id)
 
 
-def _to_file(smoothed, data, indices, out, columns, settings, run, row, progress) -> int:
+def _to_file(smoothed, data, indices, out, columns, settings, run, row, progress, model_id=None) -> int:
     """Run `run` over the inputs not yet in `out`, writing Cohen's columns plus `row(result)` for each."""
     xs = data.x[indices]
     smoothed.probe(xs[:1])                      # model and input shape checked before any file is touched
     _check_labels(smoothed, data, indices)
     settings = {"noise": smoothed.noise.name, "scale": format_float(smoothed.noise.scale), **settings,
-                "num_classes": str(smoothed.num_classes)}
+                "model": model_id or fingerprint(smoothed.model), "num_classes": str(smoothed.num_classes)}
     labels = {int(i): int(data.y[i]) for i in indices}
     written = 0
     with ResultsWriter(out, columns, settings, labels) as writer:

@@ -10,6 +10,8 @@ samples later continues it (adaptive rounds, nested sample sizes).
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -274,6 +276,35 @@ def auto_batch_size(model, input_shape, device, dtype=torch.float32, *, cpu_defa
                     torch.cuda.empty_cache()
             fits, size = size, size * 2
     return max(1, fits // 2) if fits else 1
+
+
+def device_memory(device) -> int | None:
+    """Bytes of memory on `device` (physical memory for the CPU), or None where it cannot be told."""
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        pass
+    return None
+
+
+def check_batch_memory(batch_size: int, input_shape, dtype: torch.dtype, device) -> None:
+    """Refuse a batch whose noisy inputs alone would not fit in the device's memory (before allocating it)."""
+    need = batch_size * math.prod(input_shape) * torch.tensor([], dtype=dtype).element_size()
+    have = device_memory(device)
+    check(have is None or need <= have,
+          f"a batch of {batch_size:,} noisy inputs of shape {tuple(input_shape)} needs {_bytes(need)}, more than the "
+          f"{_bytes(have or 0)} of memory on {torch.device(device)}; use a smaller batch size")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
 
 
 def check_logits(logits, batch: int, num_classes: int | None = None) -> None:

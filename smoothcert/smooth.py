@@ -25,6 +25,7 @@ from .sampling import (
     Request,
     Sampler,
     auto_batch_size,
+    check_batch_memory,
     make_stream,
     model_device,
     model_dtype,
@@ -173,6 +174,8 @@ class Smooth:
         if batch_size is None:
             batch_size = auto_batch_size(self.model, xs.shape[1:], self._device(), model_dtype(self.model))
         check_count("batch size", batch_size)
+        sampler_dtype = torch.promote_types(model_dtype(self.model), torch.float32)
+        check_batch_memory(batch_size, xs.shape[1:], sampler_dtype, self._device())
         return Sampler(self.model, self.noise, self.num_classes, batch_size, self.device, self.amp)
 
     def _groups(self, xs, stages, batch_size, seed, indices, generator, skip, on_batch):

@@ -1,4 +1,6 @@
-"""Shared fixtures: small models whose smoothed behaviour is known exactly."""
+"""Shared fixtures: small models whose smoothed behaviour is known exactly, data, and CLI helpers."""
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +50,25 @@ def npz_data(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, x=x, y=y)
     return path
+
+
+@pytest.fixture
+def model_pt2(tmp_path, npz_data):
+    from smoothcert.models import save_model
+    path = tmp_path / "model.pt2"
+    save_model(tiny_cnn(), str(path), torch.zeros(2, 1, 4, 4))
+    return path
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def without_time(path):
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows(path)]
+
+
+def certify_args(model, data, out, *extra):
+    return ["certify", "--model", str(model), "--data", f"npz:{data}", "--sigma", "0.25", "--n0", "20", "--n", "300",
+            "--alpha", "0.01", "--batch", "128", "--seed", "0", "--out", str(out), "--no-progress", *extra]

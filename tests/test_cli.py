@@ -1,5 +1,4 @@
 """The command line end to end: certify/predict/train/analyze/demo, resume, and bad input."""
-import csv
 import os
 import warnings
 
@@ -7,31 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_cnn
+from conftest import certify_args, rows, tiny_cnn, without_time
 from smoothcert.cli import main
 from smoothcert.models import save_model
 from smoothcert.results import CERTIFY_COLUMNS, PREDICT_COLUMNS
-
-
-@pytest.fixture
-def model_pt2(tmp_path, npz_data):
-    path = tmp_path / "model.pt2"
-    save_model(tiny_cnn(), str(path), torch.zeros(2, 1, 4, 4))
-    return path
-
-
-def rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
-def without_time(path):
-    return [{k: v for k, v in r.items() if k != "time"} for r in rows(path)]
-
-
-def certify_args(model, data, out, *extra):
-    return ["certify", "--model", str(model), "--data", f"npz:{data}", "--sigma", "0.25", "--n0", "20", "--n", "300",
-            "--alpha", "0.01", "--batch", "128", "--seed", "0", "--out", str(out), "--no-progress", *extra]
 
 
 def test_certify_writes_cohens_columns_then_the_statistics(tmp_path, model_pt2, npz_data):

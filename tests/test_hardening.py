@@ -1,0 +1,392 @@
+"""Hostile and mistaken input (issue 6): model files that would run code, results files that would be mixed,
+corrupted or trusted blindly, and every bad input that used to print a traceback."""
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import certify_args, rows, tiny_cnn
+from smoothcert.cli import main
+from smoothcert.models import fingerprint, load_model, save_model
+from smoothcert.results import FileLock
+
+
+def one_line_error(capsys, code):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("smoothcert "), err
+    return lines[0]
+
+
+# -- 1. a .pt2 must not run code ----------------------------------------------------------------------------------
+class Payload:
+    """Unpickling it creates `path`: the proof that code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _pickled(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _rewrite(src, dst, edit):
+    """Copy a zip archive, passing every (name, bytes) through edit(name, data) -> bytes; edit may add entries."""
+    extra = {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info, edit(info.filename, zin.read(info.filename), extra))
+        for name, data in extra.items():
+            zout.writestr(name, data)
+
+
+def _crafted(tmp_path, kind):
+    """A real .pt2 of a small CNN, with one entry replaced by a pickle whose unpickling creates a file."""
+    good, bad, marker = tmp_path / "good.pt2", tmp_path / f"evil_{kind}.pt2", tmp_path / f"PWNED_{kind}"
+    save_model(tiny_cnn(), str(good), torch.zeros(1, 1, 4, 4))
+    payload = _pickled(Payload(marker))
+
+    def edit(name, data, extra):
+        prefix = name.split("/")[0]
+        if kind == "inputs" and name.endswith("data/sample_inputs/model.pt"):
+            return payload
+        if kind in ("weights", "constants") and name.endswith(f"model_{kind}_config.json"):
+            config = json.loads(data)
+            entry = "weight_evil" if kind == "weights" else "tensor_evil"
+            if kind == "weights":
+                first = next(iter(config["config"]))
+                config["config"][first].update(use_pickle=True, path_name=entry)
+            else:
+                config["config"]["lifted_evil"] = {"path_name": entry, "is_param": False, "use_pickle": True,
+                                                   "tensor_meta": None}
+            extra[f"{prefix}/data/{kind}/{entry}"] = payload
+            return json.dumps(config).encode()
+        if kind == "opaque" and name.endswith("model_constants_config.json"):
+            config = json.loads(data)
+            config["config"]["opaque_evil"] = {"path_name": "opaque_obj_evil", "is_param": False, "use_pickle": True,
+                                               "tensor_meta": None}
+            import pickle
+            extra[f"{prefix}/data/constants/opaque_obj_evil"] = pickle.dumps(Payload(marker))
+            return json.dumps(config).encode()
+        return data
+
+    _rewrite(good, bad, edit)
+    return bad, marker
+
+
+@pytest.mark.parametrize("kind", ["inputs", "weights", "constants", "opaque"])
+def test_a_crafted_pt2_is_refused_and_runs_no_code(tmp_path, npz_data, capsys, kind):
+    bad, marker = _crafted(tmp_path, kind)
+    out = tmp_path / "r.tsv"
+    line = one_line_error(capsys, main(certify_args(bad, npz_data, out)))
+    assert not marker.exists(), "unpickling the archive ran code"
+    assert "--trust-model" in line and "could run code" in line and not out.exists()
+
+
+def test_trust_model_lets_a_pickled_archive_load(tmp_path):
+    """With --trust-model torch's own loader runs unrestricted: the payload runs, which is what trust means."""
+    bad, marker = _crafted(tmp_path, "inputs")
+    with pytest.raises(Exception):
+        load_model(str(bad), trust=True)       # torch then rejects the int the payload returned...
+    assert marker.exists()                     # ...but only after running it
+
+
+class WithConstant(nn.Module):
+    """A lifted tensor constant (an attribute that is neither a parameter nor a buffer) and a BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.scale = torch.tensor([1.5, 0.5, 2.0]).view(1, 3, 1, 1)
+        self.head = nn.Linear(3 * 16, 3)
+
+    def forward(self, x):
+        return self.head((self.bn(self.conv(x)) * self.scale).flatten(1))
+
+
+@pytest.mark.parametrize("make", ["train", "dynamic", "fixed", "constant", "resnet"])
+def test_every_pt2_that_train_and_torch_export_write_still_loads(tmp_path, make):
+    path = tmp_path / "m.pt2"
+    if make == "train":
+        assert main(["train", "--arch", "digits-cnn", "--data", "digits", "--sigma", "0.25", "--epochs", "1",
+                     "--out", str(path)]) == 0
+        x = torch.rand(5, 1, 8, 8)
+    else:
+        model = {"constant": WithConstant, "resnet": lambda: load_model("cifar-resnet20", _weights(tmp_path))}.get(
+            make, tiny_cnn)().eval()
+        x = torch.rand(5, 3, 32, 32) if make == "resnet" else torch.rand(5, 1, 4, 4)
+        dims = {0: torch.export.Dim("batch")} if make != "fixed" else None
+        program = torch.export.export(model, (x[:2] if make == "fixed" else x,),
+                                      dynamic_shapes=({0: dims[0]},) if dims else None)
+        torch.export.save(program, str(path))
+    loaded = load_model(str(path))
+    assert loaded(x).shape[0] == 5
+    if make not in ("train", "fixed"):
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
+
+
+def _weights(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    from smoothcert.models import build
+    torch.save(build("cifar-resnet20").state_dict(), path)
+    return str(path)
+
+
+# -- 2. the saved model does not carry the training data --------------------------------------------------------
+def test_a_saved_model_does_not_grow_with_the_data_it_was_given(tmp_path):
+    model = tiny_cnn()
+    small, big = tmp_path / "small.pt2", tmp_path / "big.pt2"
+    save_model(model, str(small), torch.zeros(1, 1, 4, 4))
+    data = torch.rand(20_000, 1, 4, 4)                      # 1.3 MB: a view of it used to be stored whole
+    save_model(model, str(big), data[:2])
+    assert abs(os.path.getsize(big) - os.path.getsize(small)) < 4096
+
+
+def test_train_writes_a_model_whose_size_does_not_depend_on_the_training_set(tmp_path):
+    rng = np.random.default_rng(0)
+    sizes = []
+    for count in (30, 3000):
+        data = tmp_path / f"d{count}.npz"
+        np.savez(data, x=rng.random((count, 1, 8, 8)).astype(np.float32), y=np.arange(count) % 3)
+        out = tmp_path / f"m{count}.pt2"
+        assert main(["train", "--arch", "digits-cnn", "--data", f"npz:{data}", "--sigma", "0.25", "--epochs", "1",
+                     "--out", str(out)]) == 0
+        sizes.append(os.path.getsize(out))
+    assert abs(sizes[1] - sizes[0]) < 4096        # 3000 images are 768 KB
+
+
+# -- 3. one writer per results file ----------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["certify", "predict", "recertify"])
+def test_a_results_file_being_written_is_refused_naming_the_holder(tmp_path, model_pt2, npz_data, capsys, command):
+    out = tmp_path / "r.tsv"
+    source = tmp_path / "source.tsv"
+    assert main(certify_args(model_pt2, npz_data, source, "--max", "2")) == 0
+    capsys.readouterr()
+    args = {"certify": certify_args(model_pt2, npz_data, out),
+            "predict": ["predict"] + certify_args(model_pt2, npz_data, out)[1:],
+            "recertify": ["recertify", str(source), "--certificate", "margin", "--out", str(out)]}[command]
+    if command == "predict":
+        i = args.index("--n0")
+        del args[i:i + 2]
+    with FileLock(str(out)):
+        line = one_line_error(capsys, main(args))
+    assert "being written by another run" in line and f"pid {os.getpid()}" in line
+    assert not out.exists()
+    assert main(args) == 0                        # the lock is gone with its holder
+
+
+def test_two_identical_runs_started_at_once_write_every_row_once(tmp_path, model_pt2, npz_data):
+    out = tmp_path / "r.tsv"
+    cmd = [sys.executable, "-m", "smoothcert.cli"] + certify_args(model_pt2, npz_data, out)
+    cmd[cmd.index("--n") + 1] = "20000"             # long enough to overlap
+    procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    assert "being written by another run" in next(err for code, err in results if code == 2)
+    table = rows(out)
+    assert sorted(int(r["idx"]) for r in table) == list(range(12))
+    assert main(certify_args(model_pt2, npz_data, out)[:-1] + ["--no-progress"]) in (0, 2)
+
+
+def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path):
+    out = str(tmp_path / "r.tsv")
+    code = f"from smoothcert.results import FileLock; import os; FileLock({out!r}).acquire(); os._exit(0)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with FileLock(out):                            # the kernel dropped the dead process's lock
+        pass
+
+
+# -- 4. the model is part of what a resumed run must match ------------------------------------------------------
+def test_resuming_with_another_model_is_refused(tmp_path, npz_data, capsys):
+    a, b = tmp_path / "a.pt2", tmp_path / "b.pt2"
+    save_model(tiny_cnn(), str(a), torch.zeros(1, 1, 4, 4))
+    other = tiny_cnn()
+    with torch.no_grad():
+        other[0].weight.mul_(1.01)
+    save_model(other, str(b), torch.zeros(1, 1, 4, 4))
+    out = tmp_path / "r.tsv"
+    assert main(certify_args(a, npz_data, out, "--max", "4")) == 0
+    before = open(out).read()
+    capsys.readouterr()
+    line = one_line_error(capsys, main(certify_args(b, npz_data, out)))
+    assert "model=" in line and open(out).read() == before
+    assert {r["model"] for r in rows(out)} == {fingerprint(load_model(str(a)))}
+    assert main(certify_args(a, npz_data, out)) == 0 and len(rows(out)) == 12
+
+
+def test_a_module_and_its_exported_program_have_one_fingerprint(tmp_path):
+    model = tiny_cnn().eval()
+    save_model(model, str(tmp_path / "m.pt2"), torch.zeros(1, 1, 4, 4))
+    assert fingerprint(model) == fingerprint(load_model(str(tmp_path / "m.pt2")))
+    assert fingerprint(model) != fingerprint(tiny_cnn(num_classes=4))
+
+
+# -- 5. recertify and analyze check what the file says -----------------------------------------------------------
+@pytest.fixture
+def certified(tmp_path, model_pt2, npz_data):
+    out = tmp_path / "r.tsv"
+    assert main(certify_args(model_pt2, npz_data, out, "--max", "4")) == 0
+    return out
+
+
+def _edit_row(path, line, **changes):
+    lines = open(path).read().split("\n")
+    header = lines[0].split("\t")
+    cells = lines[line - 1].split("\t")
+    for key, value in changes.items():
+        cells[header.index(key)] = value
+    lines[line - 1] = "\t".join(cells)
+    open(path, "w").write("\n".join(lines))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"counts": "0:20000"}, "sum to 20000, not to the row's 300"),
+    ({"counts_selection": "0:19,1:2"}, "sum to 21"),
+    ({"counts": "0:9223372036854775809"}, "must lie in"),
+    ({"num_classes": "100000000000"}, "num_classes must lie in"),
+    ({"counts": "7:300"}, "a class in counts must lie in"),
+    ({"idx": "0"}, "appears twice"),
+    ({"n": "abc"}, "n must be an integer"),
+])
+def test_recertify_refuses_rows_that_do_not_add_up(certified, tmp_path, capsys, changes, message):
+    _edit_row(certified, 3, **changes)
+    capsys.readouterr()
+    line = one_line_error(capsys, main(["recertify", str(certified), "--certificate", "margin",
+                                        "--out", str(tmp_path / "new.tsv")]))
+    assert message in line and "line 3" in line and not (tmp_path / "new.tsv").exists()
+
+
+def test_recertify_refuses_a_cut_off_last_row(certified, tmp_path, capsys):
+    text = open(certified).read()
+    open(certified, "w").write(text[:-15])
+    capsys.readouterr()
+    line = one_line_error(capsys, main(["recertify", str(certified), "--certificate", "margin",
+                                        "--out", str(tmp_path / "new.tsv")]))
+    assert "line 5" in line and "cut off" in line
+
+
+# -- 7. one line and exit code 2, fast -----------------------------------------------------------------------------
+def _factory_module(tmp_path, monkeypatch, source):
+    pkg = tmp_path / "userpkg"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "nets.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    for name in [m for m in sys.modules if m.startswith("userpkg")]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--device", "meta"], "cannot run a model"),
+    (["--device", "mps"], "MPS is not available"),
+    (["--device", "cuda:7"], "CUDA"),
+    (["--device", "banana"], "unknown device"),
+    (["--batch", "1000000000000"], "more than the"),
+    (["--indices", ""], "no input indices"),
+])
+def test_bad_settings_give_one_line(tmp_path, model_pt2, npz_data, capsys, extra, message):
+    if extra[:2] == ["--device", "mps"] and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    if extra[1].startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    out = tmp_path / "r.tsv"
+    assert message in one_line_error(capsys, main(certify_args(model_pt2, npz_data, out, *extra)))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("source,spec,message", [
+    ("", "torch.nn:Linear", "callable with no arguments"),
+    ("def net():\n    raise ValueError('no GPU, no model')\n", "userpkg.nets:net", "raised ValueError: no GPU, no model"),
+    ("def net(:\n", "userpkg.nets:net", "SyntaxError"),
+    ("X = 3\n", "userpkg.nets:X", "not a function"),
+    ("import torch\ndef net():\n    return torch.nn.Linear(16, 3)\n", "userpkg.nets:missing", "cannot find factory"),
+])
+def test_factory_problems_give_one_line(tmp_path, npz_data, capsys, monkeypatch, source, spec, message):
+    _factory_module(tmp_path, monkeypatch, source)
+    weights = tmp_path / "w.pt"
+    torch.save(nn.Linear(16, 3).state_dict(), weights)
+    args = certify_args("x", npz_data, tmp_path / "r.tsv")
+    args[args.index("--model") + 1] = spec
+    assert message in one_line_error(capsys, main(args + ["--weights", str(weights)]))
+
+
+def test_a_factory_is_found_from_the_current_folder(tmp_path, npz_data, monkeypatch):
+    _factory_module(tmp_path, monkeypatch, "import torch\ndef net():\n    return torch.nn.Sequential("
+                                           "torch.nn.Flatten(), torch.nn.Linear(16, 3))\n")
+    weights = tmp_path / "w.pt"
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).state_dict(), weights)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    args = certify_args("userpkg.nets:net", npz_data, tmp_path / "r.tsv", "--weights", str(weights), "--max", "2")
+    assert main(args) == 0
+
+
+def test_a_pickled_whole_model_as_weights_says_what_it_is(tmp_path, npz_data, capsys):
+    weights = tmp_path / "whole.pt"
+    torch.save(WithConstant(), weights)
+    args = certify_args("digits-cnn", npz_data, tmp_path / "r.tsv", "--weights", str(weights))
+    line = one_line_error(capsys, main(args))
+    assert "state_dict" in line and "WithConstant" in line and "\x1b" not in line
+
+
+def test_a_huge_label_is_checked_against_the_model_before_anything_that_large(tmp_path, model_pt2, capsys):
+    data = tmp_path / "big_label.npz"
+    np.savez(data, x=np.zeros((3, 1, 4, 4), np.float32), y=np.array([0, 1, 10 ** 9]))
+    import time
+    t0 = time.perf_counter()
+    line = one_line_error(capsys, main(certify_args(model_pt2, data, tmp_path / "r.tsv")))
+    assert "labels must lie in 0..2" in line and time.perf_counter() - t0 < 20
+
+
+def test_a_huge_label_with_a_built_in_architecture_is_refused_fast(tmp_path, capsys):
+    data = tmp_path / "big_label.npz"
+    np.savez(data, x=np.zeros((3, 1, 8, 8), np.float32), y=np.array([0, 1, 10 ** 9]))
+    weights = tmp_path / "w.pt"
+    from smoothcert.models import build
+    torch.save(build("digits-cnn").state_dict(), weights)
+    line = one_line_error(capsys, main(certify_args("digits-cnn", data, tmp_path / "r.tsv", "--weights", str(weights))))
+    assert "labels must lie in 0..9" in line
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", os.urandom(2000)])
+def test_a_broken_pt2_gives_one_line_and_no_torch_traceback(tmp_path, npz_data, capsys, content):
+    bad = tmp_path / "broken.pt2"
+    bad.write_bytes(content)
+    line = one_line_error(capsys, main(certify_args(bad, npz_data, tmp_path / "r.tsv")))
+    assert "broken.pt2" in line
+
+
+def test_a_truncated_real_pt2_gives_one_line(tmp_path, model_pt2, npz_data, capsys):
+    bad = tmp_path / "cut.pt2"
+    bad.write_bytes(model_pt2.read_bytes()[:3000])
+    one_line_error(capsys, main(certify_args(bad, npz_data, tmp_path / "r.tsv")))
+
+
+def test_dev_null_as_out_is_refused_before_any_work(model_pt2, npz_data, capsys):
+    line = one_line_error(capsys, main(certify_args(model_pt2, npz_data, "/dev/null")))
+    assert "not a regular file" in line
+
+
+@pytest.mark.parametrize("which", ["model", "data", "other-binary"])
+def test_an_input_file_given_as_out_is_refused_and_left_alone(tmp_path, model_pt2, npz_data, capsys, which):
+    target = {"model": model_pt2, "data": npz_data, "other-binary": tmp_path / "blob.bin"}[which]
+    if which == "other-binary":
+        target.write_bytes(os.urandom(500))
+    before = target.read_bytes()
+    line = one_line_error(capsys, main(certify_args(model_pt2, npz_data, target)))
+    assert target.read_bytes() == before
+    assert {"model": "is the model file", "data": "is the data file", "other-binary": "binary data"}[which] in line
