@@ -449,7 +449,7 @@ def _rounding_note(named: list[tuple[str, Summary]]) -> str | None:
     effect = f"here by up to {worst * 100:.1f} points{where}" if worst > 0 else "not at this table's radii"
     return (f"note: radii of {', '.join(n for n, _ in rounded)} look rounded to 3 significant digits (Cohen et al.'s "
             f"files): a radius printed 1.0 may be 0.9996, so certified accuracy at a printed radius can be "
-            f"overstated; {effect}")
+            f"overstated (the interval allows for it); {effect}")
 
 
 def format_table(summaries, fmt: str = "text") -> str:

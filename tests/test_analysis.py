@@ -485,6 +485,20 @@ def test_plot_through_a_link_to_a_file_keeps_the_link(tmp_path, cohen):
     assert link.is_symlink() and (tmp_path / "real.pdf").read_bytes().startswith(b"%PDF")
 
 
+def test_plot_that_fails_to_save_leaves_the_old_file(tmp_path, cohen, monkeypatch):
+    from matplotlib.figure import Figure
+    out = tmp_path / "c.png"
+    out.write_bytes(b"old")
+
+    def broken(self, path, **kwargs):
+        open(path, "wb").write(b"half")
+        raise OSError("disk full")
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(SmoothcertError, match="cannot write plot.*disk full"):
+        plot_certified_accuracy([cohen], out)
+    assert out.read_bytes() == b"old" and sorted(os.listdir(tmp_path)) == ["c.png", "cohen_run.tsv"]
+
+
 def test_plot_figure_styles_norm_label_and_max_radius(tmp_path, cohen, ours):
     runs = [load_results(write_smoothcert(tmp_path / f"r{i}.tsv", scale=s)) for i, s in enumerate((0.12, 0.25, 0.5))]
     fig = plot_figure([cohen] + runs, max_radius=0.8, title="CIFAR-10")
