@@ -1,8 +1,10 @@
 """smoothcert: certified robustness of neural-network classifiers by randomized smoothing."""
+from .analysis import Summary, export_csv, export_dataframe, export_json, load_results, summarize
 from .certificates import ABSTAIN
 from .errors import SmoothcertError
 from .noises import Gaussian, Laplace
 from .smooth import Certificate, Prediction, Smooth
 
-__all__ = ["ABSTAIN", "Certificate", "Gaussian", "Laplace", "Prediction", "Smooth", "SmoothcertError"]
+__all__ = ["ABSTAIN", "Certificate", "Gaussian", "Laplace", "Prediction", "Smooth", "SmoothcertError", "Summary",
+           "export_csv", "export_dataframe", "export_json", "load_results", "summarize"]
 __version__ = "0.1.0"

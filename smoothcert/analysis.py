@@ -1,34 +1,50 @@
-"""Analyse certification results: TSV files in Cohen et al. 2019's format, plus smoothcert's extra columns if any."""
+"""Analyse certification results: certified accuracy, ACR, abstain rate and intervals; tables, plots and exports.
+
+Reads `certify` files in Cohen et al. 2019's format (`idx label predict radius correct time`, as their published
+results are) or smoothcert's (the same columns, then the settings), and `predict` files (no radius: accuracy and
+abstain rate). `summarize(certificates, labels)` gives the same numbers straight from `Smooth.certify_many`.
+"""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Sequence
 
 import numpy as np
-from scipy.stats import binom
+from scipy import stats
 
 from .bounds import clopper_pearson_lower, clopper_pearson_upper
-from .errors import SmoothcertError, check
+from .errors import SmoothcertError, check, check_alpha
 
-REQUIRED = ("idx", "label", "predict", "radius", "correct")
+__all__ = ["DEFAULT_RADII", "FORMATS", "PLOT_FORMATS", "REQUIRED", "Results", "Summary", "abstain_rate",
+           "average_certified_radius", "certified_accuracy", "certified_accuracy_interval", "export_csv",
+           "export_dataframe", "export_json", "format_table", "load_results", "output_target",
+           "plot_certified_accuracy", "plot_figure", "radius_grid", "relabel", "summarize", "summary_table"]
+
+REQUIRED = ("idx", "label", "predict", "radius", "correct")       # a certify file; a predict file has no radius
+DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
+FORMATS = ("text", "markdown", "latex")
+PLOT_FORMATS = ("png", "pdf", "svg", "eps", "ps")
 
 
 @dataclass(frozen=True, eq=False)
 class Results:
-    """One results file: per-input arrays (read-only), the certificates' alpha if known, and a display name."""
+    """One results file (or list of certificates): per-input arrays (read-only) and what is known about them."""
     idx: np.ndarray
     label: np.ndarray
-    predict: np.ndarray
-    radius: np.ndarray
-    correct: np.ndarray
-    alpha: float | None
+    predict: np.ndarray                 # -1 = abstain
+    radius: np.ndarray | None           # None for predict results
+    correct: np.ndarray                 # 1 where predict == label
+    alpha: float | None                 # the certificates' alpha (None: unknown)
     name: str
     path: str
-    n = property(lambda self: len(self.radius), doc="number of inputs (rows)")
+    norm: str | None = None             # "l2", "l1", ...; None when unknown or for predict results
+    rounded: bool = False               # radii look rounded to 3 significant digits (Cohen et al.'s files)
+    n = property(lambda self: len(self.correct), doc="number of inputs (rows)")
+    kind = property(lambda self: "predict" if self.radius is None else "certify", doc="'certify' or 'predict'")
 
 
 def _number(text: str, where: str, column: str, integer: bool) -> float:
@@ -49,15 +65,70 @@ def _constant(rows: list[dict], column: str) -> str | None:
     return values.pop() if len(values) == 1 else None
 
 
-def load_results(path) -> Results:
-    """Read a results TSV, validating every row; raise SmoothcertError naming the file (and line) if bad."""
+def _stem(path: str) -> str:
+    """The file name without a .tsv/.txt suffix only: Cohen et al.'s `sigma_0.50` stays `sigma_0.50`."""
+    base = os.path.basename(path)
+    return base[:-4] if base.lower().endswith((".tsv", ".txt")) else base
+
+
+def _rounding_bounds(radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The true radii that radii printed to 3 significant digits ("{:.3}") can stand for: p -/+ half a unit of the
+    last digit (below a power of ten, of the next digit: 1.0 stands for [0.9995, 1.005])."""
+    exponent = np.floor(np.log10(np.where(radius > 0, radius, 1.0)))
+    half = np.where(radius > 0, 0.5 * 10.0 ** (exponent - 2), 0.0)
+    return radius - np.where(radius == 10.0 ** exponent, half / 10, half), radius + half
+
+
+def _looks_rounded(radius: np.ndarray) -> bool:
+    """Every positive radius has at most 3 significant digits, as Cohen et al. print them ("{:.3}")."""
+    positive = radius[radius > 0]
+    return positive.size > 0 and all(float(f"{r:.3g}") == r for r in positive.tolist())
+
+
+def _validated(idx, label, predict, radius, correct, where, allow_duplicates: bool) -> None:
+    """Check the per-input arrays; `where(i)` names row i in a message."""
+    checks = [(label < 0, "label must be >= 0"), (predict < -1, "predict must be >= -1 (-1 = abstain)")]
+    if radius is not None:
+        checks.append((~np.isfinite(radius) | (radius < 0), "radius must be finite and >= 0"))
+    for bad, message in checks:
+        if bad.any():
+            raise SmoothcertError(f"{where(int(np.flatnonzero(bad)[0]))}: {message}")
+    wrong = correct != (predict == label)           # an abstention (-1) is never correct
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise SmoothcertError(f"{where(i)}: correct is {correct[i]} but predict is {predict[i]} and label "
+                              f"{label[i]} (correct must be 1 exactly when predict == label)")
+    _, first, inverse = np.unique(idx, return_index=True, return_inverse=True)
+    again = np.flatnonzero(first[inverse] != np.arange(len(idx)))
+    if again.size and not allow_duplicates:
+        i = int(again[0])
+        raise SmoothcertError(f"{where(i)}: input idx {idx[i]} appears again (first at "
+                              f"{where(int(first[inverse[i]]))}); --allow-duplicates (allow_duplicates=True) counts every row")
+
+
+def _frozen(**arrays) -> dict:
+    for a in arrays.values():
+        if a is not None:
+            a.flags.writeable = False
+    return arrays
+
+
+def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = False) -> Results:
+    """Read a certify or predict results TSV, validating every row; raise SmoothcertError naming the file and line.
+
+    Args:
+        path: the file; a `radius` column makes it a certify file, without one it is a predict file.
+        alpha: the certificates' alpha for a file without an alpha column (a file's own column always wins).
+        allow_duplicates: count a repeated idx as another input instead of refusing the file.
+    """
     path = os.fspath(path)
+    alpha = None if alpha is None else check_alpha(alpha)
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f, delimiter="\t")
             header = [h.strip() for h in next(reader, [])]
             check(any(header), f"{path}: empty file (expected a header line)")
-            missing = [c for c in REQUIRED if c not in header]
+            missing = [c for c in REQUIRED if c not in header and c != "radius"]
             check(not missing, f"{path}: missing column(s) {', '.join(missing)} in header")
             check(len(set(header)) == len(header), f"{path}: duplicate column names in header")
             rows, lines = [], []
@@ -68,43 +139,71 @@ def load_results(path) -> Results:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SmoothcertError(f"{path}: cannot read results file ({e.__class__.__name__}: {e})") from None
     check(rows, f"{path}: no result rows after the header")
-    cols = {c: np.empty(len(rows)) for c in REQUIRED}
+    columns = [c for c in REQUIRED if c in header]
+    cols = {c: np.empty(len(rows)) for c in columns}
     alphas = []
     for i, (row, line) in enumerate(zip(rows, lines)):
         where = f"{path}, line {line}"
-        for c in REQUIRED:
+        for c in columns:
             cols[c][i] = _number(row[c], where, c, integer=c != "radius")
-        check(math.isfinite(cols["radius"][i]) and cols["radius"][i] >= 0,
-              f"{where}: radius must be finite and >= 0, got {row['radius']!r}")
         check(cols["correct"][i] in (0, 1), f"{where}: correct must be 0 or 1, got {row['correct']!r}")
-        check(cols["label"][i] >= 0 and cols["predict"][i] >= -1,
-              f"{where}: label must be >= 0 and predict >= -1 (abstain)")
         if "alpha" in row:
             alphas.append(_number(row["alpha"], where, "alpha", integer=False))
             check(0 < alphas[-1] < 1, f"{where}: alpha must be in (0, 1), got {row['alpha']!r}")
-    alpha = max(alphas) if alphas else None    # the largest if it varies: keeps the interval's correction valid
-    scale = _constant(rows, "scale")
+    arrays = {c: cols[c].astype(float if c == "radius" else np.int64) for c in columns}
+    radius = arrays.pop("radius", None)
+    _validated(**arrays, radius=radius, where=lambda i: f"{path}, line {lines[i]}", allow_duplicates=allow_duplicates)
+    norm = _constant(rows, "norm")
+    check(norm is not None or "norm" not in header, f"{path}: rows of different norms in one file")
+    if radius is not None and "norm" not in header:
+        norm = "l2"                                     # Cohen et al.'s files: Gaussian noise, l2 radii
+    return Results(**_frozen(**arrays, radius=radius), alpha=max(alphas) if alphas else alpha,  # max: stays valid
+                   name=_settings_name(rows, radius is not None) or _stem(path), path=path, norm=norm,
+                   rounded=radius is not None and "alpha" not in header and _looks_rounded(radius))
+
+
+def _settings_name(rows: list[dict], certify: bool) -> str:
+    """A name from the settings columns ("cohen σ=0.25 l2", "predict σ=0.5 n=1000"); "" when there are none."""
+    scale, n = _constant(rows, "scale"), _constant(rows, "n")
     symbol = {"gaussian": "σ", "laplace": "λ"}.get(_constant(rows, "noise"), "scale")
-    scale = scale and f"{symbol}={float(scale):.4g}"
-    parts = [p for p in (_constant(rows, "certificate"), scale, _constant(rows, "norm")) if p]  # "cohen σ=0.25 l2"
-    arrays = {c: cols[c].astype(float if c == "radius" else np.int64) for c in REQUIRED}
-    for a in arrays.values():
-        a.flags.writeable = False
-    return Results(**arrays, alpha=alpha, name=" ".join(parts) or Path(path).stem, path=path)
+    try:
+        scale = scale and f"{symbol}={float(scale):.4g}"
+    except ValueError:
+        scale = None
+    if certify:
+        return " ".join(p for p in (_constant(rows, "certificate"), scale, _constant(rows, "norm")) if p)
+    return " ".join(["predict"] + [p for p in (scale, n and f"n={n}") if p]) if scale or n else ""
 
 
-def _radii(radii) -> np.ndarray:
-    """The radii as a float array, checked finite."""
+def _radii(radii, what: str = "radii") -> np.ndarray:
+    """The radii as a float array, checked finite and >= 0."""
     try:
         r = np.asarray(radii, dtype=float)
     except (TypeError, ValueError):
         r = np.array(np.nan)
-    check(bool(np.all(np.isfinite(r))), f"radii must be finite numbers, got {radii!r}")
+    check(bool(np.all(np.isfinite(r) & (r >= 0))), f"{what} must be finite numbers >= 0, got {radii!r}")
     return r
+
+
+def radius_grid(start: float, stop: float, step: float) -> tuple[float, ...]:
+    """start, start + step, ..., up to and including stop (as Cohen et al.'s table scripts), without float drift."""
+    check(all(isinstance(v, (int, float)) and math.isfinite(v) for v in (start, stop, step)),
+          f"radius grid needs finite numbers, got {start!r} {stop!r} {step!r}")
+    check(start >= 0 and step > 0 and stop >= start, f"radius grid needs 0 <= START <= STOP and STEP > 0, got "
+                                                     f"{start:g} {stop:g} {step:g}")
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    check(count <= 1000, f"radius grid has {count} radii; at most 1000")
+    return tuple(round(start + i * step, 12) for i in range(count))   # 0.1 * 3 is 0.3, not 0.30000000000000004
+
+
+def _certify(res: Results, what: str) -> None:
+    check(isinstance(res, Results), f"{what} expects Results (from load_results), got {type(res).__name__}")
+    check(res.kind == "certify", f"{res.path or res.name}: predict results have no radii ({what})")
 
 
 def certified_accuracy(res: Results, radii) -> np.ndarray:
     """Fraction of inputs classified correctly with certified radius >= r, for each r in radii."""
+    _certify(res, "certified accuracy")
     r = _radii(radii)
     # Cohen et al. 2019 §4: approximate certified accuracy = mean of (correct & radius >= r)
     hit = (res.correct[None, :] == 1) & (res.radius[None, :] >= r.reshape(-1, 1))
@@ -113,6 +212,7 @@ def certified_accuracy(res: Results, radii) -> np.ndarray:
 
 def average_certified_radius(res: Results) -> float:
     """Average certified radius: mean of radius * correct over all inputs (0 when wrong or abstaining)."""
+    _certify(res, "average certified radius")
     return float(np.mean(res.radius * res.correct))        # ACR, Zhai et al. 2020 (MACER)
 
 
@@ -121,7 +221,7 @@ def abstain_rate(res: Results) -> float:
     return float(np.mean(res.predict == -1))
 
 
-def certified_accuracy_interval(res: Results, r: float, confidence: float = 0.95) -> tuple[float, float]:
+def certified_accuracy_interval(res: Results, r: float = 0.0, confidence: float = 0.95) -> tuple[float, float]:
     """A level-`confidence` interval (low, high) for the population certified accuracy at r from N i.i.d. test inputs.
 
     k of N certified-correct at r, miss = 1 - confidence, CP = one-sided Clopper-Pearson. high = CP_upper(k, N, miss/2)
@@ -131,69 +231,451 @@ def certified_accuracy_interval(res: Results, r: float, confidence: float = 0.95
     low = CP_lower(k - q, N, miss/4) bounds the true certified accuracy (and p_cert) but w.p. <= miss/4 + miss/4;
     union bound: total miss <= 1 - confidence. If res.alpha is None (Cohen's 6-column files) the correction is
     skipped: low = CP_lower(k, N, miss/2), a bound on p_cert that ignores wrong certificates.
+    If res.rounded (radii printed to 3 significant digits), low counts each radius at the smallest true value it
+    can stand for and high at the largest, so the rounding cannot overstate the interval.
+    For predict results r must be 0: the same interval on the accuracy, since PREDICT returns a class other than
+    the smoothed classifier's with probability <= alpha (Cohen et al. 2019, Prop. 2).
     """
     check(isinstance(confidence, (int, float)) and 0 < confidence < 1, f"confidence must be in (0, 1): {confidence!r}")
-    check(_radii(r).ndim == 0, f"radius must be a single number, got {r!r}")
+    check(_radii(r, "radius").ndim == 0, f"radius must be a single number, got {r!r}")
+    check(res.kind == "certify" or r == 0, f"{res.path or res.name}: predict results have no radii")
     r, n, miss = float(r), res.n, 1.0 - confidence
-    k = int(np.sum((res.correct == 1) & (res.radius >= r)))    # certified-correct inputs at r
-    high = float(clopper_pearson_upper(k, n, miss / 2))
-    q, level = (0, miss / 2) if res.alpha is None else (int(binom.ppf(1 - miss / 4, n, res.alpha)), miss / 4)
-    low = float(clopper_pearson_lower(max(k - q, 0), n, level))    # q >= #wrong certificates w.p. 1 - miss/4
+    radius = np.zeros(n) if res.radius is None else res.radius
+    least, most = _rounding_bounds(radius) if res.rounded else (radius, radius)
+    k_low, k_high = (int(np.sum((res.correct == 1) & (rad >= r))) for rad in (least, most))
+    high = float(clopper_pearson_upper(k_high, n, miss / 2))   # k: certified-correct inputs at r
+    q, level = (0, miss / 2) if res.alpha is None else (int(stats.binom.ppf(1 - miss / 4, n, res.alpha)), miss / 4)
+    low = float(clopper_pearson_lower(max(k_low - q, 0), n, level))    # q >= #wrong certificates w.p. 1 - miss/4
     return float(np.clip(low, 0, 1)), float(np.clip(high, 0, 1))
 
 
-def _named(results_list: Sequence[Results]) -> list[tuple[str, Results]]:
-    """Check for a non-empty list of Results; pair each with its name (plus file stem where names clash)."""
+@dataclass(frozen=True, eq=False)
+class Summary:
+    """What `analyze` prints for one results file or one list of certificates; str() is that table.
+
+    certified_accuracy maps each radius to a fraction (empty for predict results); accuracy is the fraction
+    correct (at radius 0); acr is None for predict results; interval is at ci_radius (0 for predict results).
+    """
+    name: str
+    kind: str
+    n: int
+    radii: tuple[float, ...]
+    certified_accuracy: dict[float, float]
+    accuracy: float
+    acr: float | None
+    abstain_rate: float
+    ci_radius: float
+    interval: tuple[float, float]
+    confidence: float
+    results: Results
+
+    @classmethod
+    def of(cls, res: Results, radii=DEFAULT_RADII, ci_radius: float | None = None,
+           confidence: float = 0.95) -> Summary:
+        """Summarise loaded results.
+
+        Args:
+            res: from load_results (or summarize's .results).
+            radii: radii for the certified-accuracy columns.
+            ci_radius: radius of the interval (default: the first positive radius in radii, else 0).
+            confidence: the interval's level.
+        """
+        check(isinstance(res, Results), f"expected Results (from load_results), got {type(res).__name__}")
+        radii = tuple(float(r) for r in np.atleast_1d(_radii(radii)))
+        check(radii, "give at least one radius")
+        if ci_radius is None:
+            ci_radius = next((r for r in radii if r > 0), 0.0)
+        ci_radius = float(_radii(ci_radius, "the interval's radius"))
+        if res.kind == "predict":
+            return cls(res.name, "predict", res.n, radii, {}, float(np.mean(res.correct)), None, abstain_rate(res),
+                       0.0, certified_accuracy_interval(res, 0.0, confidence), confidence, res)
+        acc = certified_accuracy(res, radii)
+        return cls(res.name, "certify", res.n, radii, dict(zip(radii, acc.tolist())),
+                   float(certified_accuracy(res, 0.0)), average_certified_radius(res), abstain_rate(res), ci_radius,
+                   certified_accuracy_interval(res, ci_radius, confidence), confidence, res)
+
+    def __str__(self) -> str:
+        return format_table([self])
+
+    def to_csv(self, path) -> str:
+        """Write the per-input results as CSV (see export_csv); return the path."""
+        return export_csv([self], path)
+
+    def to_json(self, path=None) -> str:
+        """The numbers and per-input results as JSON (see export_json); written to path if given."""
+        return export_json([self], path)
+
+    def to_dataframe(self):
+        """The per-input results as a pandas DataFrame (see export_dataframe)."""
+        return export_dataframe([self])
+
+
+def _field(obj, name: str, position: int):
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        raise SmoothcertError(f"certificate {position} has no {name!r} (expected objects like smoothcert.Certificate "
+                              f"or Prediction, got {type(obj).__name__})") from None
+
+
+def summarize(certificates: Iterable, labels, radii=DEFAULT_RADII, *, ci_radius: float | None = None,
+              confidence: float = 0.95, name: str = "smoothed", alpha: float | None = None,
+              allow_duplicates: bool = False) -> Summary:
+    """Certified accuracy, ACR, abstain rate and interval straight from certificates (no file): what analyze prints.
+
+    Args:
+        certificates: Certificate objects (from Smooth.certify/certify_many), or any objects with index,
+            prediction and radius (plus alpha and norm if known); Prediction objects (no radius) give accuracy.
+        labels: true labels, looked up as labels[c.index]: a sequence, array or tensor over the data set's inputs,
+            or a mapping index -> label.
+        radii: radii for the certified-accuracy columns.
+        ci_radius: radius of the interval (default: the first positive radius in radii, else 0).
+        confidence: the interval's level.
+        name: the name shown in the table.
+        alpha: the certificates' alpha if they do not carry one.
+        allow_duplicates: count two certificates of the same index as two inputs instead of refusing.
+    """
+    items = list(certificates)
+    check(items, "summarize needs at least one certificate")
+    has_radius = [hasattr(c, "radius") for c in items]
+    certify = all(has_radius)
+    check(certify or not any(has_radius), "a mix of certificates (with radius) and predictions: summarize each apart")
+    idx = np.array([int(_field(c, "index", i)) for i, c in enumerate(items)], dtype=np.int64)
+    predict = np.array([int(_field(c, "prediction", i)) for i, c in enumerate(items)], dtype=np.int64)
+    label = np.empty(len(items), dtype=np.int64)
+    for i, j in enumerate(idx.tolist()):
+        try:
+            value = labels[j]
+        except (KeyError, IndexError, TypeError):
+            raise SmoothcertError(f"no label for input index {j} (certificate {i}): labels are looked up as "
+                                  "labels[certificate.index]") from None
+        label[i] = int(value)
+        check(label[i] == float(value), f"label of input index {j} is not an integer: {value!r}")
+    radius = np.array([float(c.radius) for c in items]) if certify else None
+    alphas = {float(c.alpha) for c in items if getattr(c, "alpha", None) is not None}
+    norms = {c.norm for c in items if getattr(c, "norm", None)}
+    check(len(norms) <= 1, f"certificates of different norms ({', '.join(sorted(norms))}): summarize each apart")
+    alpha = max(alphas) if alphas else (None if alpha is None else check_alpha(alpha))
+    correct = (predict == label).astype(np.int64)
+    _validated(idx, label, predict, radius, correct, lambda i: f"certificate {i} (index {idx[i]})",
+               allow_duplicates)
+    res = Results(**_frozen(idx=idx, label=label, predict=predict, radius=radius, correct=correct), alpha=alpha,
+                  name=name, path="", norm=(norms.pop() if norms else None) if certify else None)
+    return Summary.of(res, radii, ci_radius, confidence)
+
+
+def _display_names(results: Sequence[Results]) -> list[str]:
+    """Each run's name; where names clash, the distinguishing part of the path, then a number, is added."""
+    out = [r.name for r in results]
+    for name in set(out):
+        group = [i for i, r in enumerate(results) if r.name == name]
+        if len(group) < 2:
+            continue
+        parts = [os.path.abspath(results[i].path).split(os.sep)[1:] if results[i].path else [] for i in group]
+        parts = [p[:-1] + [_stem(p[-1])] if p else p for p in parts]
+        shortest = min(len(p) for p in parts)
+        head = next((j for j in range(shortest) if len({p[j] for p in parts}) > 1), shortest)
+        tail = next((j for j in range(shortest - head) if len({p[-1 - j] for p in parts}) > 1), shortest - head)
+        for i, p in zip(group, parts):
+            extra = "/".join(p[head:len(p) - tail])
+            out[i] = f"{name} ({extra})" if extra else name
+    for name in set(out):                                   # the same file twice, or no paths: number them
+        group = [i for i, n in enumerate(out) if n == name]
+        for k, i in enumerate(group if len(group) > 1 else [], start=1):
+            out[i] = f"{name} #{k}"
+    return out
+
+
+def _summaries(items) -> list[Summary]:
+    items = [items] if isinstance(items, (Summary, Results)) else list(items)
+    check(items and all(isinstance(s, (Summary, Results)) for s in items),
+          "expected Summary or Results objects (from summarize, Summary.of or load_results)")
+    return [s if isinstance(s, Summary) else Summary.of(s) for s in items]
+
+
+def _percent(x: float) -> str:
+    return f"{x * 100:.1f}"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "σ": r"$\sigma$", "λ": r"$\lambda$", "ℓ": r"$\ell$"}
+
+
+def _tex(text: str) -> str:
+    """Escape LaTeX's special characters; Greek letters and ℓ as math."""
+    return "".join(_TEX.get(ch, ch) for ch in text)
+
+
+def _tex_header(h: str) -> str:
+    if h.startswith("r="):
+        return f"$r = {h[2:]}$"
+    head, at, r = h.partition("@r=")
+    return _tex(head) + (f" at $r = {r}$" if at else "")
+
+
+def _render(header: list[str], rows: list[list[str]], bold: list[list[bool]], fmt: str) -> list[str]:
+    """One table in the format: text (fixed width), markdown or latex (booktabs); bold where marked."""
+    if fmt == "text":
+        widths = [max(len(row[j]) for row in [header] + rows) for j in range(len(header))]
+        line = lambda row: "  ".join(c.ljust(w) if j == 0 else c.rjust(w)
+                                     for j, (c, w) in enumerate(zip(row, widths)))
+        return [line(header), "  ".join("-" * w for w in widths)] + [line(row) for row in rows]
+    if fmt == "markdown":
+        cell = lambda c, b: f"**{c}**" if b else c.replace("|", r"\|")
+        line = lambda cells: "| " + " | ".join(cells) + " |"
+        return [line(header), "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"] + [
+            line([cell(c, b) for c, b in zip(row, flags)]) for row, flags in zip(rows, bold)]
+    line = lambda cells: " & ".join(cells) + r" \\"
+    return ([r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule", line(map(_tex_header, header)),
+             r"\midrule"]
+            + [line([rf"\textbf{{{_tex(c)}}}" if b else _tex(c) for c, b in zip(row, flags)])
+               for row, flags in zip(rows, bold)] + [r"\bottomrule", r"\end{tabular}"])
+
+
+def _rounding_note(named: list[tuple[str, Summary]]) -> str | None:
+    """One line on rounded radii (Cohen et al. print "{:.3}"), with how much that can move this table's numbers."""
+    rounded = [(name, s) for name, s in named if s.results.rounded]
+    if not rounded:
+        return None
+    worst, where = 0.0, ""
+    for name, s in rounded:
+        r_print, ok = s.results.radius, s.results.correct == 1
+        low = _rounding_bounds(r_print)[0]                  # the smallest true radius each printed one stands for
+        for r in sorted(set(s.radii) | {s.ci_radius}):
+            if r > 0:
+                share = float(np.mean(ok & (r_print >= r) & (low < r)))
+                if share > worst:
+                    worst, where = share, f" ({name} at r={r:g})"
+    effect = f"here by up to {worst * 100:.1f} points{where}" if worst > 0 else "not at this table's radii"
+    return (f"note: radii of {', '.join(n for n, _ in rounded)} look rounded to 3 significant digits (Cohen et al.'s "
+            f"files): a radius printed 1.0 may be 0.9996, so certified accuracy at a printed radius can be "
+            f"overstated (the interval allows for it); {effect}")
+
+
+def format_table(summaries, fmt: str = "text") -> str:
+    """The table analyze prints, for summaries (or Results) sharing one set of radii.
+
+    Args:
+        summaries: Summary objects (from summarize or Summary.of) or Results; certify and predict ones get a
+            table each.
+        fmt: text (fixed width), markdown or latex (booktabs); the best entry per radius is bold in the last two.
+    """
+    check(fmt in FORMATS, f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
+    summaries = _summaries(summaries)
+    named = list(zip(_display_names([s.results for s in summaries]), summaries))
+    certify = [(n, s) for n, s in named if s.kind == "certify"]
+    predict = [(n, s) for n, s in named if s.kind == "predict"]
+    lines = []
+    if certify:
+        s0 = certify[0][1]
+        check(all(s.radii == s0.radii and s.ci_radius == s0.ci_radius and s.confidence == s0.confidence
+                  for _, s in certify), "summaries in one table need the same radii, interval radius and confidence")
+        radii = list(s0.radii) if 0.0 in s0.radii else [0.0] + list(s0.radii)   # no acc@0 beside r=0
+        header = (["name", "N"] + ["acc@0" if r == 0.0 and 0.0 not in s0.radii else f"r={r:g}" for r in radii]
+                  + ["ACR", "abstain", f"{s0.confidence * 100:g}% CI@r={s0.ci_radius:g}"])
+        values = np.array([[s.accuracy if r == 0.0 else s.certified_accuracy[r] for r in radii] for _, s in certify])
+        best = values.max(axis=0)
+        bold = [[False, False] + [len(certify) > 1 and b > 0 and v >= b - 1e-12 for v, b in zip(row, best)]
+                + [False] * 3 for row in values]
+        rows = [[n, str(s.n)] + [_percent(v) for v in row] + [f"{s.acr:.3f}", _percent(s.abstain_rate),
+                f"[{_percent(s.interval[0])}, {_percent(s.interval[1])}]"] for (n, s), row in zip(certify, values)]
+        lines += _render(header, rows, bold, fmt)
+    if predict:
+        header = ["name", "N", "accuracy", "abstain", f"{predict[0][1].confidence * 100:g}% CI"]
+        rows = [[n, str(s.n), _percent(s.accuracy), _percent(s.abstain_rate),
+                 f"[{_percent(s.interval[0])}, {_percent(s.interval[1])}]"] for n, s in predict]
+        lines += ([""] if lines else []) + _render(header, rows, [[False] * 5] * len(rows), fmt)
+    notes = ["(accuracies and abstain in %; CI: Clopper-Pearson on the test distribution, its lower end corrected "
+             "for wrong certificates at each run's alpha)"]
+    unknown = [n for n, s in named if s.results.alpha is None]
+    if unknown:
+        notes.append(f"note: alpha unknown for {', '.join(unknown)} (no alpha column; give --alpha): their lower "
+                     f"ends are not corrected for wrong certificates")
+    notes += [note for note in [_rounding_note(certify)] if note]
+    if fmt == "latex":
+        notes = ["% " + note for note in notes]
+    return "\n".join(lines + ([""] if fmt != "text" else []) + notes)
+
+
+def summary_table(results_list: Sequence[Results], radii=DEFAULT_RADII, fmt: str = "text",
+                  ci_radius: float | None = None, confidence: float = 0.95) -> str:
+    """format_table over loaded results: N, certified accuracy (%) per radius, ACR, abstain %, an interval."""
     results_list = list(results_list)
     check(results_list and all(isinstance(r, Results) for r in results_list),
           "expected a non-empty list of Results (from load_results)")
-    names = [res.name for res in results_list]
-    return [(f"{n} ({Path(r.path).stem})" if names.count(n) > 1 else n, r) for n, r in zip(names, results_list)]
+    return format_table([Summary.of(r, radii, ci_radius, confidence) for r in results_list], fmt)
 
 
-def summary_table(results_list: Sequence[Results], radii) -> str:
-    """A fixed-width text table: N, acc@0, certified accuracy (%) at each radius, ACR, abstain %, 95% interval."""
-    named = _named(results_list)
-    radii = [float(r) for r in np.atleast_1d(_radii(radii))]
-    r_ci = next((r for r in radii if r > 0), 0.0)
-    header = ["name", "N", "acc@0"] + [f"r={r:g}" for r in radii] + ["ACR", "abstain", f"95% CI@r={r_ci:g}"]
-    rows = []
-    for name, res in named:
-        acc = certified_accuracy(res, [0.0] + radii) * 100
-        lo, hi = certified_accuracy_interval(res, r_ci, 0.95)
-        rows.append([name, str(res.n)] + [f"{a:.1f}" for a in acc] + [f"{average_certified_radius(res):.3f}",
-                     f"{abstain_rate(res) * 100:.1f}", f"[{lo * 100:.1f}, {hi * 100:.1f}]"])
-    widths = [max(len(row[j]) for row in [header] + rows) for j in range(len(header))]
-    fmt = lambda row: "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
-    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(row) for row in rows]
-    return "\n".join(lines) + "\n(accuracies and abstain in %; CI: Clopper-Pearson, corrected for alpha if known)"
+def output_target(path, formats: Sequence[str], what: str) -> tuple[str, str]:
+    """Check an output path before anything is written; return (the file to write, its format).
+
+    A directory, or a symlink to one, is refused; a symlink to a file is written through (the link stays); the
+    format is the extension's and must be one of `formats`.
+    """
+    path = os.fspath(path)
+    kind = "a symlink to a directory" if os.path.islink(path) else "a directory"
+    check(not os.path.isdir(path), f"{path}: is {kind}; give a file name for the {what}")
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    check(ext in formats, f"{path}: unknown {what} format {ext!r} (from the extension); use "
+                          f"{', '.join('.' + f for f in formats)}")
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    directory = os.path.dirname(os.path.abspath(target))
+    check(os.path.isdir(directory), f"{path}: output directory {directory} does not exist")
+    return target, ext
 
 
-def plot_certified_accuracy(results_list: Sequence[Results], out_png, max_radius: float | None = None,
-                            title: str | None = None) -> str:
-    """Plot certified accuracy vs radius for each results file on one figure and save it as a PNG atomically."""
-    from matplotlib.figure import Figure  # lazy; a bare Figure (no pyplot state) saves PNGs with the Agg backend
-    named, out_png = _named(results_list), os.fspath(out_png)
-    top = max(float(res.radius.max()) for _, res in named)
-    xmax = (top * 1.05 if top > 0 else 1.0) if max_radius is None else max_radius
-    check(isinstance(xmax, (int, float)) and math.isfinite(xmax) and xmax > 0, f"bad max_radius {max_radius!r}")
-    directory = os.path.dirname(os.path.abspath(out_png))
-    check(os.path.isdir(directory), f"{out_png}: output directory {directory} does not exist")
-    fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
-    ax = fig.add_subplot()
-    for name, res in named:
-        grid = np.union1d(np.linspace(0, xmax, 500), res.radius[res.radius <= xmax])
-        # the curve is left-continuous (drops just after each radius); 'pre' steps draw it exactly on this grid
-        ax.step(grid, certified_accuracy(res, grid), where="pre", label=name)
-    ax.set(xlim=(0, xmax), ylim=(0, 1), xlabel="radius", ylabel="certified accuracy", title=title)
-    ax.grid(True, alpha=0.4)
-    ax.legend()
-    tmp = f"{out_png}.{os.getpid()}.tmp"    # write beside the target, then rename: never a half-written PNG
+def _write_atomic(target: str, write, what: str) -> None:
+    """write(tmp) beside the target, then rename over it: never a half-written file."""
+    tmp = f"{target}.{os.getpid()}.tmp"
     try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, out_png)
+        write(tmp)
+        os.replace(tmp, target)
     except Exception as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise SmoothcertError(f"{out_png}: cannot write plot ({e.__class__.__name__}: {e})") from None
-    return out_png
+        raise SmoothcertError(f"{target}: cannot write {what} ({e.__class__.__name__}: {e})") from None
+
+
+def _norm_label(norm: str | None) -> str:
+    if not norm:
+        return "radius"
+    return f"ℓ{'∞' if norm[1:] == 'inf' else norm[1:]} radius" if norm.startswith("l") else f"{norm} radius"
+
+
+def plot_figure(results_list: Sequence[Results], max_radius: float | None = None, title: str | None = None):
+    """Certified accuracy vs radius for certify results on one axis, as a matplotlib Figure (not yet saved).
+
+    Args:
+        results_list: certify Results of one norm (l1 and l2 curves on one axis are refused).
+        max_radius: the x axis's end (default: just past the largest radius).
+        title: the figure's title.
+    """
+    results_list = list(results_list)
+    check(results_list and all(isinstance(r, Results) for r in results_list),
+          "expected a non-empty list of Results (from load_results)")
+    for res in results_list:
+        _certify(res, "plot")
+    norms = sorted({r.norm for r in results_list} - {None})
+    check(len(norms) <= 1, f"cannot overlay {' and '.join(norms)} radii on one axis; plot each norm separately")
+    top = max(float(res.radius.max()) for res in results_list)
+    xmax = (top * 1.05 if top > 0 else 1.0) if max_radius is None else max_radius
+    check(isinstance(xmax, (int, float)) and math.isfinite(xmax) and xmax > 0, f"bad max_radius {max_radius!r}")
+    import matplotlib                       # lazy; a bare Figure (no pyplot state) needs no display
+    from matplotlib.figure import Figure
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    styles = ["-", "--", "-.", ":"]          # curves on top of each other stay apart in print and grey scale
+    fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, res) in enumerate(zip(_display_names(results_list), results_list)):
+        grid = np.union1d(np.linspace(0, xmax, 500), res.radius[res.radius <= xmax])
+        # the curve is left-continuous (drops just after each radius); 'pre' steps draw it exactly on this grid
+        ax.step(grid, certified_accuracy(res, grid), where="pre", label=name, color=colours[i % len(colours)],
+                linestyle=styles[i % len(styles)], linewidth=1.6)
+    ax.set(xlim=(0, xmax), ylim=(0, 1), xlabel=_norm_label(norms[0] if norms else None),
+           ylabel="certified accuracy", title=title)
+    ax.grid(True, alpha=0.4)
+    ax.legend()
+    return fig
+
+
+def plot_certified_accuracy(results_list: Sequence[Results], out, max_radius: float | None = None,
+                            title: str | None = None) -> str:
+    """Draw plot_figure and write it atomically to `out`, in the format its extension names; return the path.
+
+    Args:
+        results_list: certify Results of one norm.
+        out: the file: .png, .pdf, .svg, .eps or .ps (a symlink to a file is written through; a directory, or a
+            link to one, is refused).
+        max_radius: the x axis's end (default: just past the largest radius).
+        title: the figure's title.
+    """
+    target, fmt = output_target(out, PLOT_FORMATS, "plot")
+    fig = plot_figure(results_list, max_radius, title)
+    _write_atomic(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120), "plot")
+    return os.fspath(out)
+
+
+def _export_rows(items) -> list[tuple[str, Summary]]:
+    summaries = _summaries(items)
+    return list(zip(_display_names([s.results for s in summaries]), summaries))
+
+
+def export_csv(items, path) -> str:
+    """Write the per-input results (name, idx, label, predict, radius, correct) as CSV, atomically; return path.
+
+    Args:
+        items: a Summary or Results, or a list of them (rows of all, told apart by name).
+        path: a .csv file (radius is empty for predict results and written at full precision otherwise).
+    """
+    named = _export_rows(items)
+    target, _ = output_target(path, ("csv",), "CSV export")
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "idx", "label", "predict", "radius", "correct"])
+            for name, s in named:
+                r = s.results
+                radius = [""] * r.n if r.radius is None else [repr(v) for v in r.radius.tolist()]
+                w.writerows(zip([name] * r.n, r.idx.tolist(), r.label.tolist(), r.predict.tolist(), radius,
+                                r.correct.tolist()))
+    _write_atomic(target, write, "CSV export")
+    return os.fspath(path)
+
+
+def export_json(items, path=None) -> str:
+    """The table's numbers and the per-input results as JSON; written atomically to path (.json) if given.
+
+    Args:
+        items: a Summary or Results, or a list of them.
+        path: where to write it (None: only return the text).
+    """
+    named = _export_rows(items)
+    runs: list[dict[str, Any]] = []
+    for name, s in named:
+        r = s.results
+        runs.append({"name": name, "path": r.path, "kind": s.kind, "n": s.n, "alpha": r.alpha, "norm": r.norm,
+                     "radii": list(s.radii) if s.kind == "certify" else [],
+                     "certified_accuracy": list(s.certified_accuracy.values()), "accuracy": s.accuracy,
+                     "acr": s.acr, "abstain_rate": s.abstain_rate, "confidence": s.confidence,
+                     "ci_radius": s.ci_radius, "interval": list(s.interval),
+                     "rows": {"idx": r.idx.tolist(), "label": r.label.tolist(), "predict": r.predict.tolist(),
+                              "radius": None if r.radius is None else r.radius.tolist(),
+                              "correct": r.correct.tolist()}})
+    text = json.dumps({"runs": runs}, ensure_ascii=False, indent=1)
+    if path is not None:
+        target, _ = output_target(path, ("json",), "JSON export")
+
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        _write_atomic(target, write, "JSON export")
+    return text
+
+
+def export_dataframe(items):
+    """The per-input results as a pandas DataFrame (name, idx, label, predict, radius, correct); pandas is optional.
+
+    Args:
+        items: a Summary or Results, or a list of them (radius is NaN for predict results).
+    """
+    try:
+        import pandas as pd                 # optional: not a dependency of smoothcert
+    except ImportError:
+        raise SmoothcertError("a DataFrame needs pandas, which is not installed (pip install pandas); "
+                              "export_csv and export_json need nothing") from None
+    frames = [pd.DataFrame({"name": name, "idx": s.results.idx, "label": s.results.label,
+                            "predict": s.results.predict,
+                            "radius": np.full(s.n, np.nan) if s.results.radius is None else s.results.radius,
+                            "correct": s.results.correct}) for name, s in _export_rows(items)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def relabel(results: Sequence[Results], labels: Sequence[str] | None) -> list[Results]:
+    """The results with the given names (one per result, in order); unchanged when labels is None."""
+    results = list(results)
+    if labels is None:
+        return results
+    check(len(labels) == len(results), f"{len(labels)} labels for {len(results)} results files: give one per file")
+    return [replace(r, name=str(label)) for r, label in zip(results, labels)]
+

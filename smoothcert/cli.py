@@ -100,11 +100,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the new results TSV (same layout)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
-    p = sub.add_parser("analyze", help="certified accuracy, ACR and a plot from results files")
-    p.add_argument("results", nargs="+", help="results TSV files (overlaid in one plot)")
-    p.add_argument("--radii", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+    p = sub.add_parser("analyze", help="certified accuracy, ACR, tables and plots from results files",
+                       description="Certified accuracy at chosen radii, ACR, abstain rate and an interval per results "
+                                   "file (smoothcert's or Cohen et al.'s certify TSVs; predict files give accuracy "
+                                   "and abstain rate), as a table and a plot.")
+    p.add_argument("results", nargs="+", help="results TSV files (certify or predict), one table row each")
+    p.add_argument("--radii", type=float, nargs="+", default=None, metavar="R",
                    help="radii for the table (default 0 0.25 0.5 0.75 1)")
-    p.add_argument("--plot", help="write the certified-accuracy plot to this PNG")
+    p.add_argument("--radii-grid", type=float, nargs=3, metavar=("START", "STOP", "STEP"),
+                   help="radii START, START+STEP, ..., STOP (inclusive) instead of --radii")
+    p.add_argument("--ci-radius", type=float, default=None, metavar="R",
+                   help="radius of the interval (default: the first positive table radius)")
+    p.add_argument("--confidence", type=float, default=0.95, help="level of the interval (default 0.95)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="the certificates' alpha for files without an alpha column (Cohen et al.'s: 0.001), so "
+                        "the interval allows for wrong certificates; a file's own alpha column wins")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="count a repeated idx as another input (default: refuse the file)")
+    p.add_argument("--label", action="append", metavar="NAME",
+                   help="name of a file's row and curve; repeat once per file, in order (default: from the "
+                        "file's settings, else its path)")
+    p.add_argument("--format", default="text", choices=("text", "markdown", "latex"),
+                   help="table format (default text); markdown and latex bold the best entry per radius")
+    p.add_argument("--plot", metavar="PATH",
+                   help="write certified accuracy vs radius (certify files, one norm) here; the extension picks "
+                        "the format: .png .pdf .svg .eps .ps")
+    p.add_argument("--max-radius", type=float, default=None, help="end of the plot's radius axis (default: the data's)")
+    p.add_argument("--title", help="the plot's title")
+    p.add_argument("--json", metavar="PATH", help="also write the numbers and per-input rows as JSON here")
 
     p = sub.add_parser("demo", help="train, certify and analyze on scikit-learn's digits, end to end")
     p.add_argument("--out-dir", default="demo_out", help="where models, results and the plot go (default demo_out)")
@@ -218,11 +241,30 @@ def cmd_recertify(args) -> None:
 
 
 def cmd_analyze(args) -> None:
-    from .analysis import load_results, plot_certified_accuracy, summary_table
-    results = [load_results(path) for path in args.results]
-    print(summary_table(results, args.radii))
+    from . import analysis
+    check(not (args.radii and args.radii_grid), "give --radii or --radii-grid, not both")
+    radii = analysis.radius_grid(*args.radii_grid) if args.radii_grid else (args.radii or analysis.DEFAULT_RADII)
+    check(args.plot or (args.max_radius is None and args.title is None), "--max-radius and --title need --plot PATH")
+    check(args.label is None or len(args.label) == len(args.results),
+          f"--label given {len(args.label or [])} times for {len(args.results)} files: give one per file, in order")
+    results = analysis.relabel([analysis.load_results(path, alpha=args.alpha, allow_duplicates=args.allow_duplicates)
+                                for path in args.results], args.label)
+    summaries = [analysis.Summary.of(res, radii, args.ci_radius, args.confidence) for res in results]
+    table = analysis.format_table(summaries, args.format)
+    curves = [res for res in results if res.kind == "certify"]
+    check(not args.plot or curves, "--plot needs certify files: predict files have no radii")
+    if args.json:
+        analysis.output_target(args.json, ("json",), "JSON export")         # checked before anything is written
+    written = []
     if args.plot:
-        print(f"plot written to {plot_certified_accuracy(results, args.plot)}")
+        left_out = [res.name for res in results if res.kind == "predict"]
+        plot = analysis.plot_certified_accuracy(curves, args.plot, args.max_radius, args.title)
+        written.append(f"plot written to {plot}" + (f" (predict files left out: {', '.join(left_out)})"
+                                                    if left_out else ""))
+    if args.json:
+        analysis.export_json(summaries, args.json)
+        written.append(f"numbers written to {args.json}")
+    print("\n".join([table] + written))
 
 
 def cmd_demo(args) -> None:
