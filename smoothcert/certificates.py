@@ -11,7 +11,7 @@ confidence bound for fixed classes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -30,6 +30,12 @@ class Verdict:
     radius: np.ndarray       # (G,) float, 0 where it abstains, never negative
     p_lower: np.ndarray      # (G,) lower bound on P(A) (nan where not used)
     p_upper: np.ndarray      # (G,) upper bound on max_{c != A} P(c) (nan where not used)
+    candidate: np.ndarray | None = None   # (G,) the class the selection samples chose, abstained or not
+    reason: np.ndarray | None = None      # (G,) why it abstained ('' where it certified)
+
+
+def _why(certified: np.ndarray, reason: str) -> np.ndarray:
+    return np.where(certified, "", reason).astype(object)
 
 
 def _as_counts(counts) -> np.ndarray:
@@ -52,7 +58,8 @@ def one_sided(counts_selection, counts, noise, alpha: float, norm: str) -> Verdi
     p_a = np.atleast_1d(bounds.clopper_pearson_lower(counts[rows, c_a], counts.sum(axis=1), alpha))
     certified = p_a >= 0.5
     radius = np.where(certified, noise.radius(p_a, norm), 0.0)
-    return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_a, np.full(len(p_a), np.nan))
+    return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_a, np.full(len(p_a), np.nan), c_a,
+                   _why(certified, "pA_lower < 1/2"))
 
 
 def _two_sided(radius_of: Callable) -> Callable:
@@ -70,7 +77,7 @@ def _two_sided(radius_of: Callable) -> Callable:
         p_b = np.minimum(np.atleast_1d(bounds.clopper_pearson_upper(others.max(axis=1).clip(0), n, alpha / 2)), 1 - p_a)
         certified = p_a > p_b
         radius = np.where(certified, radius_of(noise)(p_a, p_b, norm), 0.0)
-        return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_a, p_b)
+        return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_a, p_b, c_a, _why(certified, "pA_lower <= pB_upper"))
     certificate.__doc__ = f"{radius_of.__doc__}\n{certificate.__doc__}"
     return certificate
 
@@ -112,7 +119,7 @@ def exact_margin(counts_selection, counts, noise, alpha: float, norm: str) -> Ve
     certified = lower > 0
     radius = np.where(certified, 0.5 * noise.sigma * np.where(certified, lower, 0.0), 0.0)
     nan = np.full(len(lower), np.nan)
-    return Verdict(np.where(certified, c_a, ABSTAIN), radius, nan, nan)
+    return Verdict(np.where(certified, c_a, ABSTAIN), radius, nan, nan, c_a, _why(certified, "margin lower bound <= 0"))
 
 
 def best(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
@@ -135,7 +142,7 @@ def best(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
     a = one_sided(counts_selection, counts, noise, alpha, norm)
     b = margin(counts_selection, counts, noise, alpha, norm)
     return Verdict(*(np.where(use_margin, getattr(b, f), getattr(a, f)) for f in
-                     ("prediction", "radius", "p_lower", "p_upper")))
+                     ("prediction", "radius", "p_lower", "p_upper", "candidate", "reason")))
 
 
 @dataclass(frozen=True)
@@ -189,4 +196,8 @@ def certify(name: str | None, counts_selection, counts, noise, alpha: float, nor
     check(np.all(_as_counts(counts_selection).sum(axis=1) >= 1) and np.all(_as_counts(counts).sum(axis=1) >= 1),
           "every input needs at least one selection and one estimation sample")
     spec, norm = resolve(name, noise, norm)
-    return spec.fn(counts_selection, counts, noise, alpha, norm)
+    v = spec.fn(counts_selection, counts, noise, alpha, norm)
+    if v.candidate is None or v.reason is None:          # a certificate that does not say: the selection's top class
+        v = replace(v, candidate=_as_counts(counts_selection).argmax(axis=1) if v.candidate is None else v.candidate,
+                    reason=_why(v.prediction != ABSTAIN, "abstained") if v.reason is None else v.reason)
+    return v

@@ -19,9 +19,14 @@ from scipy.special import ndtri
 from .errors import SmoothcertError, check
 
 
-def _positive(name: str, value) -> None:
+def _positive(obj, name: str) -> None:
+    """Check obj.<name> is a finite number > 0 and store it as a float (a 0-d tensor or numpy scalar is fine)."""
+    value = getattr(obj, name)
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)) and value.ndim == 0 and value.dtype != bool:
+        value = value.item()
     check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
           f"{name} must be a finite number > 0, got {value!r}")
+    object.__setattr__(obj, name, float(value))
 
 
 class _Noise:
@@ -45,7 +50,7 @@ class Gaussian(_Noise):
     norms = ("l2", "l1")
 
     def __post_init__(self):
-        _positive("sigma", self.sigma)
+        _positive(self, "sigma")
 
     @property
     def scale(self) -> float:
@@ -83,7 +88,7 @@ class Laplace(_Noise):
     norms = ("l1",)
 
     def __post_init__(self):
-        _positive("lam", self.lam)
+        _positive(self, "lam")
 
     @classmethod
     def matching(cls, sigma: float) -> "Laplace":

@@ -1,11 +1,13 @@
-"""The Monte Carlo engine: it only samples noise, runs the base classifier and counts. No bounds, no radii.
+"""The Monte Carlo engine: it only samples noise, runs the base classifier and accumulates statistics. No bounds,
+no radii.
 
-A *request* asks for k more noisy samples of one input from one random stream. The engine packs the
-requests of many inputs into full forward batches (so n = 100 per input still feeds the device batches of
-`batch_size`), draws every stream's noise directly on the model's device and in its dtype, and counts the
-predicted classes with `torch.bincount`. Each stream is a `torch.Generator` seeded from (seed, input index,
-stage), so an input's samples do not depend on which other inputs share the run, and asking a stream for more
-samples later continues it (adaptive rounds, nested sample sizes).
+A *request* asks for k more noisy samples of one input from one random stream. The engine lays the requests'
+samples out back to back (request after request) and cuts them into full forward batches, so n = 100 per input
+still feeds the device batches of `batch_size`; it draws every stream's noise on the model's device and feeds each
+batch's logits to statistics (votes counted with `torch.bincount`, soft scores, ...). Each stream is a
+`torch.Generator` seeded from (seed, input index, stage) and always read in pieces of PIECE samples, so its first
+k samples are the same however many are read in all, in however many requests, whatever shares the run: nested
+sample sizes, input-specific n and adaptive rounds all read one stream.
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ from .errors import SmoothcertError, check
 # Stage codes used when deriving a stream's seed.
 SELECTION, ESTIMATION, PREDICTION = 0, 1, 2
 
+PIECE = 100            # a stream is drawn in pieces of this many samples (a fixed size: see Stream)
+MIN_FORWARD = 32       # a last, part-filled batch is padded to this many rows: CPU kernels switch to other code
+                       # paths (other rounding) for tiny batches, which would make a row's logits depend on them
 
 _MASK64 = (1 << 64) - 1
 
@@ -49,18 +54,31 @@ def derive_seed(seed: int, index: int, stage: int) -> int:
     return _splitmix64(h ^ int(stage)) >> 1
 
 
-def make_stream(seed: int, index: int, stage: int, device) -> torch.Generator:
+class Stream:
+    """The noise of one input and stage. Noise is drawn from the generator in pieces of exactly PIECE samples
+    (torch's samplers give other values for the same generator when a draw has another size), and the unused
+    end of a piece is kept for the next request, so sample j of the stream is the same however it is read."""
+
+    __slots__ = ("generator", "leftover", "drawn")
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+        self.leftover: torch.Tensor | None = None     # noise already drawn, not yet used
+        self.drawn = 0                                 # samples handed out so far (the next one's position)
+
+
+def make_stream(seed: int, index: int, stage: int, device) -> Stream:
     gen = torch.Generator(device=torch.device(device))
     gen.manual_seed(derive_seed(seed, index, stage))
-    return gen
+    return Stream(gen)
 
 
 @dataclass(frozen=True)
 class Request:
-    """k noisy samples of inputs[input] drawn from `stream`."""
+    """k more noisy samples of inputs[input] from `stream` (a Stream, or a bare torch.Generator read afresh)."""
 
     input: int
-    stream: torch.Generator
+    stream: Stream | torch.Generator
     k: int
 
 
@@ -68,8 +86,11 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 class Sampler:
-    """Samples a base classifier under noise and counts its votes.
+    """Samples a base classifier under noise and accumulates statistics of its outputs.
 
     Args:
         model: base classifier, inputs (b, *shape) -> logits (b, num_classes).
@@ -77,34 +98,27 @@ class Sampler:
         num_classes: number of classes the model outputs.
         batch_size: noisy samples per forward pass (on out-of-memory the forward pass is split in halves).
         device: where noise is drawn and the model runs (defaults to the model's parameters' device).
-        amp: run the forward pass under autocast (float16) on CUDA; ignored elsewhere.
+        amp: None, or 'fp16' / 'bf16': run the forward pass under autocast to that dtype on the device.
+        dtype: the model's floating dtype (found from its parameters when None).
     """
 
     def __init__(self, model: torch.nn.Module, noise, num_classes: int, batch_size: int = 1000,
-                 device=None, amp: bool = False):
+                 device=None, amp: str | None = None, dtype: torch.dtype | None = None):
         check(isinstance(batch_size, int) and batch_size >= 1, f"batch size must be an integer >= 1, got {batch_size!r}")
+        check(amp in (None, *AMP_DTYPES), f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
         self.model = model
         self.noise = noise
         self.num_classes = int(num_classes)
         self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else model_device(model)
-        self.dtype = model_dtype(model)
+        self.dtype = dtype or model_dtype(model)
         # noise is drawn and added to x in float32 or wider, and only the noisy input is cast to the model's
         # dtype: rounding x itself to float16 / bfloat16 would move the centre of the certified ball
         self.noise_dtype = torch.promote_types(self.dtype, torch.float32)
-        self.amp = bool(amp) and self.device.type == "cuda"
+        self.amp = amp
         self.forward_limit = batch_size  # lowered on out-of-memory, never raised again
         self.samples_drawn = 0
-
-    # -- planning ---------------------------------------------------------------------------------
-    def blocks(self, requests: Sequence[Request]) -> list[tuple[int, int]]:
-        """The noise draws, in order: each request is drawn in blocks of batch_size and then one remainder block,
-        so a stream is read in the same pieces whatever else shares the run. All full blocks come first (each
-        is a forward batch of its own); the remainder blocks of all requests follow, packed back to back into
-        full forward batches (a block that straddles two batches is drawn whole, then split)."""
-        b = self.batch_size
-        full = [(r, b) for r, req in enumerate(requests) for _ in range(req.k // b)]
-        return full + [(r, req.k % b) for r, req in enumerate(requests) if req.k % b]
+        self._batch = self._scratch = None
 
     # -- running ----------------------------------------------------------------------------------
     def counts(self, inputs: torch.Tensor, requests: Sequence[Request],
@@ -118,63 +132,88 @@ class Sampler:
             on_batch: Callable[[int], None] | None = None) -> list:
         """Draw every request's samples, run the model, and feed each batch's logits to every statistic; return
         their results. A statistic sees, per batch, the logits, the request of every row (`owner`) and, if it
-        asks for it, each row's position in its request's stream (`position`: 0, 1, ... in drawing order)."""
+        asks for it, each row's position in its stream (`position`: 0, 1, ... from the stream's first sample)."""
         inputs = inputs.to(self.device, self.noise_dtype)
-        B, R = self.batch_size, len(requests)
-        blocks = self.blocks(requests)
-        sizes = torch.tensor([k for _, k in blocks], dtype=torch.int64)
-        owner = torch.repeat_interleave(torch.tensor([r for r, _ in blocks], dtype=torch.int64), sizes)
+        streams = [r.stream if isinstance(r.stream, Stream) else Stream(r.stream) for r in requests]
+        sizes = torch.tensor([r.k for r in requests], dtype=torch.int64)
+        check(bool((sizes >= 0).all()), "a request cannot ask for a negative number of samples")
+        owner = torch.repeat_interleave(torch.arange(len(requests)), sizes)
         position = None
-        if any(st.needs_position for st in statistics):   # offset of each block within its own request
-            start, seen = [], [0] * R
-            for r, k in blocks:
-                start.append(seen[r])
-                seen[r] += k
+        if any(st.needs_position for st in statistics):     # requests lie back to back, each from its stream's position
             first = torch.cumsum(sizes, 0) - sizes
-            position = (torch.arange(len(owner)) - torch.repeat_interleave(first - torch.tensor(start), sizes))
-            position = position.to(self.device)
+            offset = torch.tensor([s.drawn for s in streams], dtype=torch.int64) - first
+            position = (torch.arange(len(owner)) + torch.repeat_interleave(offset, sizes)).to(self.device)
         owner = owner.to(self.device)
         for st in statistics:
-            st.start(R, self.num_classes, self.device)
+            st.start(len(requests), self.num_classes, self.device)
+        B = self.batch_size
         batch = self._buffer(inputs.shape[1:])
         fill = done = 0
 
         def flush():
-            nonlocal done
-            logits = self.forward(batch[:fill])
+            nonlocal fill, done
             rows = slice(done, done + fill)
+            pad = min(B, MIN_FORWARD)
+            if fill < pad:                        # same kernels as a full batch; the padding rows are dropped
+                batch[fill:pad].copy_(batch[fill - 1:fill].expand(pad - fill, *batch.shape[1:]))
+            logits = self.forward(batch[:max(fill, pad)])[:fill]
             for st in statistics:
                 st.update(logits, owner[rows], None if position is None else position[rows])
             done += fill
             self.samples_drawn += fill
             if on_batch is not None:
                 on_batch(fill)
+            fill = 0
 
-        for r, k in blocks:
-            req = requests[r]
-            if fill + k <= B:                     # the block fits: draw it straight into the batch
-                self.noise.sample(batch[fill:fill + k], req.stream).add_(inputs[req.input])
-                fill += k
-            else:                                 # it straddles: draw it whole, fill this batch, start the next
-                drawn = self.noise.sample(torch.empty_like(batch[:k]), req.stream).add_(inputs[req.input])
-                head = B - fill
-                batch[fill:].copy_(drawn[:head])
-                fill = B
-                flush()
-                fill = k - head
-                batch[:fill].copy_(drawn[head:])
-            if fill == B:
-                flush()
-                fill = 0
+        def put(noise: torch.Tensor, x: torch.Tensor):
+            """Noisy inputs x + noise into the batch, flushing full batches."""
+            nonlocal fill
+            used = 0
+            while used < len(noise):
+                take = min(B - fill, len(noise) - used)
+                torch.add(noise[used:used + take], x, out=batch[fill:fill + take])
+                fill += take
+                used += take
+                if fill == B:
+                    flush()
+
+        for req, stream in zip(requests, streams):
+            x, need = inputs[req.input], req.k
+            stream.drawn += need
+            if stream.leftover is not None and need:
+                take = min(need, len(stream.leftover))
+                put(stream.leftover[:take], x)
+                stream.leftover = stream.leftover[take:] if take < len(stream.leftover) else None
+                need -= take
+            while need > 0:
+                if need >= PIECE and fill + PIECE <= B:     # a whole piece that fits: draw it in place
+                    self.noise.sample(batch[fill:fill + PIECE], stream.generator).add_(x)
+                    fill += PIECE
+                    need -= PIECE
+                    if fill == B:
+                        flush()
+                    continue
+                piece = self.noise.sample(self._piece(inputs.shape[1:]), stream.generator)
+                take = min(need, PIECE)
+                put(piece[:take], x)
+                if take < PIECE:                  # the rest of the piece belongs to the stream's next samples
+                    stream.leftover = piece[take:].clone()
+                need -= take
         if fill:
             flush()
         return [st.result() for st in statistics]
 
     def _buffer(self, shape) -> torch.Tensor:
         """The forward batch, allocated once per input shape and reused."""
-        if getattr(self, "_batch", None) is None or self._batch.shape[1:] != tuple(shape):
+        if self._batch is None or self._batch.shape[1:] != tuple(shape):
             self._batch = torch.empty((self.batch_size, *shape), dtype=self.noise_dtype, device=self.device)
         return self._batch
+
+    def _piece(self, shape) -> torch.Tensor:
+        """Scratch space for one piece of noise that does not go straight into the batch."""
+        if self._scratch is None or self._scratch.shape[1:] != tuple(shape):
+            self._scratch = torch.empty((PIECE, *shape), dtype=self.noise_dtype, device=self.device)
+        return self._scratch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits for the rows of x; the forward pass is split on out-of-memory."""
@@ -196,7 +235,8 @@ class Sampler:
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        ctx = (torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]) if self.amp
+               else contextlib.nullcontext())
         with ctx:
             logits = self.model(x.to(self.dtype))   # the cast is part of the base classifier: sound
         check_logits(logits, x.shape[0], self.num_classes)

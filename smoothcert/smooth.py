@@ -3,11 +3,18 @@
     smoothed = Smooth(model, Gaussian(0.25))
     result = smoothed.certify(x, n0=100, n=100_000, alpha=0.001, batch_size=1000, seed=0)
     result.prediction, result.radius            # ABSTAIN (-1) and 0.0 when it abstains
+
+Randomness: every input's noise comes from its own streams, derived from (seed, input index, stage). A call
+without `seed=` draws a fresh random seed (recorded in each result's `seed`), so calling `certify` in a loop gives
+every input independent noise; pass `seed=` (and `index=`) to reproduce a result exactly.
 """
 from __future__ import annotations
 
 import math
+import secrets
 import time
+import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -16,14 +23,16 @@ import torch
 
 from . import bounds, certificates
 from .certificates import ABSTAIN
-from .errors import check, check_alpha, check_count
+from .errors import SmoothcertError, check, check_alpha, check_count
 from .models import eval_mode
 from .sampling import (
+    AMP_DTYPES,
     ESTIMATION,
     PREDICTION,
     SELECTION,
     Request,
     Sampler,
+    Stream,
     auto_batch_size,
     check_batch_memory,
     make_stream,
@@ -48,10 +57,18 @@ class Certificate:
     certificate: str
     norm: str
     seconds: float
+    candidate: int = ABSTAIN   # the class the selection samples chose (kept when it abstains)
+    reason: str = ""           # why it abstained, e.g. 'pA_lower < 1/2' ('' when certified)
+    seed: int | None = None    # the run seed its streams came from (None when a generator was passed)
 
     @property
     def abstained(self) -> bool:
         return self.prediction == ABSTAIN
+
+    @property
+    def samples(self) -> int:
+        """Estimation samples used."""
+        return int(np.sum(self.counts))
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,8 @@ class Prediction:
     counts: np.ndarray
     alpha: float
     seconds: float
+    candidate: int = ABSTAIN   # the most frequent class (kept when it abstains)
+    seed: int | None = None
 
     @property
     def abstained(self) -> bool:
@@ -74,76 +93,99 @@ class Smooth:
     """A smoothed classifier g(x) = argmax_c P(f(x + noise) = c) over a base classifier f.
 
     Args:
-        model: base classifier, (batch, *input_shape) -> (batch, num_classes) logits, in eval mode.
+        model: base classifier, (batch, *input_shape) -> (batch, num_classes) logits. It is switched to eval
+            mode (`model.eval()`): dropout and batch-norm statistics must be frozen for f to be a fixed function.
         noise: e.g. `Gaussian(sigma)`, added in the model's input space (before normalisation).
         num_classes: number of classes; found from a forward pass when None.
         device: where noise is drawn and the model runs (default: the model's device).
-        amp: mixed-precision forward passes on CUDA.
+        amp: None, 'fp16' or 'bf16' (True means 'fp16'): forward passes under autocast to that dtype. The
+            autocast model is the base classifier that gets certified. On a CPU autocast is emulated and
+            usually slower; it is there to measure its effect on certified accuracy.
     """
 
     def __init__(self, model: torch.nn.Module, noise, num_classes: int | None = None, device=None,
-                 amp: bool = False):
-        self.model = eval_mode(model)
+                 amp: bool | str | None = None):
+        check(callable(model), f"model must be a torch.nn.Module (or a callable on batches), got {type(model).__name__}")
+        check(callable(getattr(noise, "sample", None)) and callable(getattr(noise, "radius", None)),
+              f"noise must be a smoothcert noise such as Gaussian(sigma), got {type(noise).__name__}")
+        check(num_classes is None or (isinstance(num_classes, int) and num_classes >= 1),
+              f"num_classes must be an integer >= 1, got {num_classes!r}")
+        from .run import resolve_device
+        self.model = eval_mode(model) if isinstance(model, torch.nn.Module) else model
         self.noise = noise
         self.num_classes = num_classes
-        self.device = device
-        self.amp = amp
+        self.device = model_device(model) if device is None else resolve_device(str(device))
+        self.dtype = model_dtype(model)
+        self.amp = {False: None, None: None, True: "fp16"}.get(amp, amp) if not isinstance(amp, str) else amp
+        check(self.amp is None or self.amp in AMP_DTYPES, f"amp must be None, True, 'fp16' or 'bf16', got {amp!r}")
+        if self.amp and self.device.type == "cpu":
+            warnings.warn(f"amp={self.amp!r} on the CPU: autocast is emulated there and usually slower than float32; "
+                          "use it to measure its effect on certified accuracy", stacklevel=2)
+        self._samplers: dict[int, Sampler] = {}   # per batch size: buffers and probes are paid once, not per call
+        self._shapes: set[tuple] = set()          # input shapes the model was checked on
 
     # -- public API -------------------------------------------------------------------------------
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = 1000, *,
-                seed: int = 0, index: int = 0, generator: torch.Generator | None = None,
+                seed: int | None = None, index: int = 0, generator: torch.Generator | None = None,
                 certificate: str | None = None, norm: str | None = None) -> Certificate:
         """CERTIFY one input.
 
         Args:
-            x: one input, shape input_shape (no batch dimension).
+            x: one input, shape input_shape (no batch dimension; several inputs go to `certify_many`).
             n0: selection samples that pick the top class.
             n: fresh estimation samples that bound its probability.
             alpha: the certificate is wrong with probability at most alpha.
             batch_size: noisy samples per forward pass; None chooses one (on CUDA, the largest that fits).
-            seed, index: the input's streams are derived from (seed, index), as in `certify_many`.
-            generator: use this one generator for both stages instead of derived streams.
+            seed: derives the input's streams with `index`, as in `certify_many`; None draws a fresh random seed.
+            index: the input's index in the stream derivation.
+            generator: draw both stages from this one generator instead (not with seed).
             certificate: name of a certificate in `smoothcert.certificates` (default: the noise's own).
             norm: the norm of the radius (default: the certificate's).
         """
-        return next(self.certify_many(x.unsqueeze(0), n0, n, alpha, batch_size, seed=seed, indices=[index],
+        xs = self._one(x, "certify_many")
+        return next(self.certify_many(xs, n0, n, alpha, batch_size, seed=seed, indices=[index],
                                       generator=generator, certificate=certificate, norm=norm))
 
-    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = 1000, *, seed: int = 0,
-                index: int = 0, generator: torch.Generator | None = None) -> Prediction:
-        """PREDICT one input: top two counts of n samples, abstain unless a binomial test rejects a tie at alpha."""
-        return next(self.predict_many(x.unsqueeze(0), n, alpha, batch_size, seed=seed, indices=[index],
-                                      generator=generator))
+    def predict(self, x: torch.Tensor, n: int, alpha: float, batch_size: int | None = 1000, *,
+                seed: int | None = None, index: int = 0, generator: torch.Generator | None = None) -> Prediction:
+        """PREDICT one input: top two counts of n samples, abstain unless a binomial test rejects a tie at alpha
+        (arguments as for `certify`)."""
+        xs = self._one(x, "predict_many")
+        return next(self.predict_many(xs, n, alpha, batch_size, seed=seed, indices=[index], generator=generator))
 
     def certify_many(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = 1000, *,
-                     seed: int = 0, indices: Sequence[int] | None = None, generator: torch.Generator | None = None,
-                     certificate: str | None = None, norm: str | None = None, skip: Callable[[int], bool] | None = None,
+                     seed: int | None = None, indices: Sequence[int] | None = None,
+                     generator: torch.Generator | None = None, certificate: str | None = None,
+                     norm: str | None = None, skip: Callable[[int], bool] | None = None,
                      on_batch: Callable[[int], None] | None = None) -> Iterator[Certificate]:
-        """CERTIFY many inputs, yielding one Certificate per input in order.
+        """CERTIFY many inputs, yielding one Certificate per input in order (nothing for an empty batch).
 
         Inputs are processed in groups whose noisy samples share forward batches. `indices` name the inputs
-        (default 0..len-1) and seed their streams. `skip(index)` marks inputs already done (a resumed run):
-        their group is still sampled whole, so every batch is the same as in an uninterrupted run, but they
-        are not yielded.
+        (default 0..len-1) and, with `seed`, derive their streams (seed None: a fresh random seed for the call).
+        `skip(index)` marks inputs already done (a resumed run): their group is still sampled whole, so every batch
+        is the same as in an uninterrupted run, but they are not yielded.
         """
         alpha = check_alpha(alpha)
         check_count("n0", n0)
         check_count("n", n)
         spec, norm = certificates.resolve(certificate, self.noise, norm)
+        seed = self._seed(seed, generator)
         stages = ((SELECTION, n0), (ESTIMATION, n))
         for idx, (c0, c1), seconds in self._groups(xs, stages, batch_size, seed, indices, generator, skip, on_batch):
             v = certificates.certify(spec.name, c0, c1, self.noise, alpha, norm)
             for j, index in enumerate(idx):
                 yield Certificate(index, int(v.prediction[j]), float(v.radius[j]), float(v.p_lower[j]),
-                                  float(v.p_upper[j]), c0[j], c1[j], alpha, spec.name, norm, seconds)
+                                  float(v.p_upper[j]), c0[j], c1[j], alpha, spec.name, norm, seconds,
+                                  int(v.candidate[j]), str(v.reason[j]), seed)
 
-    def predict_many(self, xs: torch.Tensor, n: int, alpha: float, batch_size: int | None = 1000, *, seed: int = 0,
-                     indices: Sequence[int] | None = None, generator: torch.Generator | None = None,
-                     skip: Callable[[int], bool] | None = None,
+    def predict_many(self, xs: torch.Tensor, n: int, alpha: float, batch_size: int | None = 1000, *,
+                     seed: int | None = None, indices: Sequence[int] | None = None,
+                     generator: torch.Generator | None = None, skip: Callable[[int], bool] | None = None,
                      on_batch: Callable[[int], None] | None = None) -> Iterator[Prediction]:
-        """PREDICT many inputs (Cohen et al. 2019, Alg. PREDICT), yielding one Prediction per input."""
+        """PREDICT many inputs (Cohen et al. 2019, Alg. PREDICT), yielding one Prediction per input in order."""
         alpha = check_alpha(alpha)
         check_count("n", n)
+        seed = self._seed(seed, generator)
         for idx, (counts,), seconds in self._groups(xs, ((PREDICTION, n),), batch_size, seed, indices, generator,
                                                     skip, on_batch):
             for index, row in zip(idx, counts):
@@ -152,64 +194,124 @@ class Smooth:
                 n_b = int(row[top2[1]]) if len(top2) > 1 else 0
                 pvalue = bounds.binomial_test_pvalue(n_a, n_a + n_b, 0.5)
                 prediction = ABSTAIN if pvalue > alpha else int(top2[0])
-                yield Prediction(index, prediction, pvalue, row, alpha, seconds)
+                yield Prediction(index, prediction, pvalue, row, alpha, seconds, int(top2[0]), seed)
 
-    # -- the shared loop --------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        return torch.device(self.device) if self.device is not None else model_device(self.model)
+    # -- checks and the shared loop -----------------------------------------------------------------
+    @staticmethod
+    def _seed(seed, generator) -> int | None:
+        """The run seed: the caller's, or a fresh random one; None when a generator is given instead."""
+        check(seed is None or generator is None, "give seed= or generator=, not both (the generator would win)")
+        check(generator is None or isinstance(generator, torch.Generator),
+              f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if generator is not None:
+            return None
+        if seed is None:
+            return secrets.randbits(63)
+        check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool),
+              f"seed must be an integer, got {seed!r}")
+        return int(seed)
 
-    def probe(self, x: torch.Tensor) -> int:
-        """Run the model on one input (shape (1, *input_shape)); check its output; return the number of classes."""
-        self.num_classes = probe_model(self.model, x.to(self._device(), model_dtype(self.model)), self.num_classes)
+    def _one(self, x, many: str) -> torch.Tensor:
+        """One input (no batch dimension) as a batch of one, checked."""
+        check(isinstance(x, torch.Tensor), f"x must be a torch.Tensor, got {type(x).__name__} (use torch.as_tensor(x, "
+                                           "dtype=torch.float32))")
+        check(x.ndim >= 1, "x must have the model's input shape (no batch dimension), got a scalar")
+        xs = x.unsqueeze(0)
+        try:
+            self.probe(xs)
+        except SmoothcertError:
+            if x.ndim >= 2 and x.shape[0] > 1 and self._accepts(x[:1]):
+                raise SmoothcertError(f"x has shape {tuple(x.shape)}: a batch of {x.shape[0]} inputs; this takes one "
+                                      f"input without the batch dimension: use {many} for a batch") from None
+            raise
+        return xs
+
+    def _accepts(self, xs: torch.Tensor) -> bool:
+        try:
+            probe_model(self.model, xs.to(self.device, self.dtype), self.num_classes)
+            return True
+        except SmoothcertError:
+            return False
+
+    def probe(self, xs: torch.Tensor) -> int:
+        """Check the model once per input shape on xs[:1]; return the number of classes."""
+        shape = tuple(xs.shape[1:])
+        if shape not in self._shapes:
+            self.num_classes = probe_model(self.model, xs[:1].to(self.device, self.dtype), self.num_classes)
+            self._shapes.add(shape)
         return self.num_classes
 
-    def prepare(self, xs: torch.Tensor, batch_size: int) -> Sampler:
-        """Check the inputs and the model once, and build the sampling engine."""
-        check(isinstance(xs, torch.Tensor), f"inputs must be a torch.Tensor, got {type(xs).__name__}")
-        check(xs.ndim >= 2 and xs.shape[0] >= 1, f"inputs must have shape (count, *input_shape), got {tuple(xs.shape)}")
+    def prepare(self, xs: torch.Tensor, batch_size: int | None) -> Sampler:
+        """Check the inputs (and, once per shape, the model), and return the sampling engine for batch_size."""
+        check(isinstance(xs, torch.Tensor), f"inputs must be a torch.Tensor, got {type(xs).__name__} (use "
+                                            "torch.as_tensor(xs, dtype=torch.float32))")
+        check(xs.ndim >= 2, f"inputs must have shape (count, *input_shape), got {tuple(xs.shape)}")
         check(xs.is_floating_point(), f"inputs must be floating point, got {xs.dtype}")
-        bad = (~torch.isfinite(xs.reshape(len(xs), -1))).any(dim=1).nonzero()
-        check(len(bad) == 0, f"inputs contain NaN or inf (first at position {int(bad[0]) if len(bad) else 0})")
-        self.probe(xs[:1])
+        finite = torch.isfinite(xs.reshape(len(xs), -1)).all(dim=1)
+        if not bool(finite.all()):
+            raise SmoothcertError(f"inputs contain NaN or inf (first at position {int((~finite).nonzero()[0])})")
+        self.probe(xs)
         if batch_size is None:
-            batch_size = auto_batch_size(self.model, xs.shape[1:], self._device(), model_dtype(self.model))
+            batch_size = auto_batch_size(self.model, xs.shape[1:], self.device, self.dtype)
         check_count("batch size", batch_size)
-        sampler_dtype = torch.promote_types(model_dtype(self.model), torch.float32)
-        check_batch_memory(batch_size, xs.shape[1:], sampler_dtype, self._device())
-        return Sampler(self.model, self.noise, self.num_classes, batch_size, self.device, self.amp)
+        sampler = self._samplers.get(batch_size)
+        if sampler is None:
+            check_batch_memory(batch_size, xs.shape[1:], torch.promote_types(self.dtype, torch.float32), self.device)
+            sampler = self._samplers[batch_size] = Sampler(self.model, self.noise, self.num_classes, batch_size,
+                                                           self.device, self.amp, self.dtype)
+        return sampler
 
-    def _groups(self, xs, stages, batch_size, seed, indices, generator, skip, on_batch):
-        """Sample inputs group by group; yield (indices, [counts (G, K) per stage], seconds per input) for the
-        members not skipped."""
+    def streams(self, members: Sequence[int], stage: int, seed: int | None, generator, device) -> list[Stream]:
+        """One stream per input for a stage; with a generator, one stream shared by every input and stage."""
+        if generator is not None:
+            shared = _GENERATOR_STREAMS.get(generator)
+            if shared is None:                            # its unused noise follows the generator to the next call
+                shared = _GENERATOR_STREAMS[generator] = Stream(generator)
+            return [shared] * len(members)
+        return [make_stream(seed, i, stage, device) for i in members]
+
+    def groups(self, xs, per_input: Sequence[int], batch_size, indices, skip):
+        """(sampler, inputs of the group, their indices, the positions within it not skipped), group by group."""
+        check(isinstance(xs, torch.Tensor), f"inputs must be a torch.Tensor, got {type(xs).__name__}")
+        if len(xs) == 0:
+            return
         sampler = self.prepare(xs, batch_size)
         indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
         check(len(indices) == len(xs), f"{len(indices)} indices for {len(xs)} inputs")
         skip = skip or (lambda i: False)
-        group = group_size(sampler.batch_size, [k for _, k in stages], len(xs))
+        group = group_size(sampler.batch_size, per_input, len(xs))
         for start in range(0, len(xs), group):
             members = indices[start:start + group]
             keep = [j for j, i in enumerate(members) if not skip(i)]
-            if not keep:
-                continue
+            if keep:
+                yield sampler, xs[start:start + group], members, keep
+
+    def _groups(self, xs, stages, batch_size, seed, indices, generator, skip, on_batch):
+        """Sample inputs group by group; yield (indices, [counts (G, K) per stage], seconds per input) for the
+        members not skipped."""
+        for sampler, chunk, members, keep in self.groups(xs, [k for _, k in stages], batch_size, indices, skip):
             t0 = time.perf_counter()
-            requests = [Request(j, generator if generator is not None else make_stream(seed, i, stage, sampler.device), k)
-                        for j, i in enumerate(members) for stage, k in stages]
-            counts = sampler.counts(xs[start:start + group], requests, on_batch)
+            per_stage = [self.streams(members, stage, seed, generator, sampler.device) for stage, _ in stages]
+            requests = [Request(j, per_stage[s][j], k) for j in range(len(members)) for s, (_, k) in enumerate(stages)]
+            counts = sampler.counts(chunk, requests, on_batch)
             counts = counts.reshape(len(members), len(stages), -1)[keep]
             seconds = (time.perf_counter() - t0) / len(members)
             yield [members[j] for j in keep], [counts[:, s] for s in range(len(stages))], seconds
 
 
+_GENERATOR_STREAMS: "weakref.WeakKeyDictionary[torch.Generator, Stream]" = weakref.WeakKeyDictionary()
+
+
 def group_size(batch_size: int, stage_sizes: Sequence[int], count: int) -> int:
     """Inputs per group. An input of 32 batches or more goes alone (rows are written, and a resumed run picks
-    up, input by input; its remainder blocks waste at most a few per cent of a batch). Smaller inputs are
-    grouped so that their remainder blocks (sizes k mod batch_size, s per input) fill whole forward batches —
-    a multiple of lcm(batch_size, s) / s inputs — and a group spans at least 8 batches, which spreads the
-    per-group work (streams, bounds) thin; at most 256 inputs."""
+    up, input by input; its last batch wastes at most a few per cent). Smaller inputs are grouped so that their
+    samples fill whole forward batches — a multiple of lcm(batch_size, s) / s inputs, s = samples per input —
+    and a group spans at least 8 batches, which spreads the per-group work (streams, bounds) thin; at most 256
+    inputs."""
     per_input = sum(stage_sizes)
-    s = sum(k % batch_size for k in stage_sizes)
+    s = per_input % batch_size
     if s == 0 or per_input >= 32 * batch_size:
-        return 1
+        return 1 if per_input >= 32 * batch_size else max(1, min(count, math.ceil(8 * batch_size / per_input), 256))
     exact = batch_size // math.gcd(batch_size, s)
     if exact > 256:
         group = min(256, math.ceil(8 * batch_size / per_input))

@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import Constant, Threshold
 from smoothcert import ABSTAIN, Gaussian, Smooth, SmoothcertError
-from smoothcert.sampling import Request, Sampler, derive_seed, make_stream
+from smoothcert.sampling import MIN_FORWARD, Request, Sampler, derive_seed, make_stream
 from smoothcert.smooth import group_size
 
 
@@ -29,12 +29,44 @@ def test_engine_draws_every_sample_once_in_full_batches(sizes, batch):
     reqs = [Request(0, torch.Generator().manual_seed(i), k) for i, k in enumerate(sizes)]
     counts = s.counts(torch.zeros(1, 1), reqs)
     assert list(counts.sum(axis=1)) == sizes
-    assert sum(seen) == sum(sizes) and all(b == batch for b in seen[:-1]) and 0 < seen[-1] <= batch
-    # each stream is read in blocks that depend only on its own size: batch, batch, ..., remainder
-    blocks = s.blocks(reqs)
-    for r, k in enumerate(sizes):
-        mine = [b for q, b in blocks if q == r]
-        assert mine == [batch] * (k // batch) + ([k % batch] if k % batch else [])
+    # every batch full but the last, which is padded to MIN_FORWARD rows (padding rows are not counted)
+    rest = sum(sizes) - batch * (len(seen) - 1)
+    assert all(b == batch for b in seen[:-1]) and 0 < rest <= batch and seen[-1] == max(rest, min(batch, MIN_FORWARD))
+
+
+class Recorder(nn.Module):
+    """Threshold classifier that records every noisy input it sees (padding rows included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def forward(self, x):
+        self.rows.append(x.clone())
+        v = x.reshape(x.shape[0], -1)[:, :1]
+        return torch.cat([-v, v], dim=1)
+
+
+def _noise_of(sampler_batch, sizes, seed=5, d=3):
+    """The noisy inputs (x = 0) a stream of `seed` yields when read in requests of `sizes`, one after another."""
+    model = Recorder()
+    s = Sampler(model, Gaussian(1.0), 2, batch_size=sampler_batch)
+    stream = make_stream(seed, 0, 1, "cpu")
+    out = []
+    for k in sizes:
+        model.rows.clear()
+        s.counts(torch.zeros(1, d), [Request(0, stream, k)])
+        out.append(torch.cat(model.rows)[:k])
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("sizes,batch", [([250], 64), ([7, 93, 150], 64), ([100, 150], 1000), ([1] * 5 + [245], 37)])
+def test_a_stream_gives_the_same_samples_however_it_is_read(sizes, batch):
+    """Sample j of a stream does not depend on how many samples are read in all, in how many requests, or on the
+    batch size: nested n, input-specific n and adaptive rounds rely on it."""
+    whole = _noise_of(1000, [sum(sizes)])
+    assert torch.equal(_noise_of(batch, sizes), whole)
+    assert torch.equal(_noise_of(batch, [sizes[0]]), whole[:sizes[0]])
 
 
 def test_a_streams_samples_do_not_depend_on_how_it_is_packed():
