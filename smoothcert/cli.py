@@ -57,7 +57,9 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
                    help="at most this many inputs, counted after --start/--skip (a count of rows; Cohen et al.'s --max "
                         "is instead a data-set index to stop before: their --skip 20 --max 500 is --skip 20 --max 25)")
     p.add_argument("--indices", help="comma-separated input indices, instead of --start/--skip/--max")
-    p.add_argument("--amp", action="store_true", help="mixed-precision forward passes on CUDA")
+    p.add_argument("--amp", nargs="?", const="fp16", choices=("fp16", "bf16"),
+                   help="forward passes under autocast to float16 (--amp or --amp fp16) or bfloat16 (--amp bf16); the "
+                        "autocast model is the base classifier certified (on a CPU: emulated, slower, for measuring)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
