@@ -5,6 +5,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -80,25 +81,38 @@ def _check_labels(smoothed: Smooth, data, indices) -> None:
           f"{int(labels.max())}")
 
 
+@dataclass(frozen=True)
+class Job:
+    """What to run over a data set: a method of Smooth that takes (xs, *args, indices=, skip=, on_batch=,
+    **kwargs) and yields one result per input in order. Plain data, so a Ray worker can run it too."""
+
+    method: str
+    args: tuple
+    kwargs: dict
+
+
+def run_locally(smoothed: Smooth, job: Job, xs, indices, skip, on_batch):
+    """The default executor: the job's method in this process."""
+    return getattr(smoothed, job.method)(xs, *job.args, indices=indices, skip=skip, on_batch=on_batch, **job.kwargs)
+
+
 def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: int, alpha: float,
                     batch_size: int, seed: int = 0, certificate: str | None = None, norm: str | None = None,
-                    progress: bool = True, model_id: str | None = None) -> int:
+                    progress: bool = True, model_id: str | None = None, executor=None) -> int:
     """CERTIFY data.x[indices] into `out` (resuming it), returning the number of rows written now. `model_id`
-    is recorded in the file (default: `models.fingerprint` of the model) and a resumed run must match it."""
+    is recorded in the file (default: `models.fingerprint` of the model) and a resumed run must match it;
+    `executor` runs the job (default: `run_locally`)."""
     spec, norm = certificates.resolve(certificate, smoothed.noise, norm)
     settings = {"certificate": spec.name, "norm": norm, "alpha": format_float(alpha), "n0": str(n0), "n": str(n),
                 "seed": str(seed)}
-
-    def run(xs, **kw):
-        return smoothed.certify_many(xs, n0, n, alpha, batch_size, seed=seed, indices=indices,
-                                     certificate=spec.name, norm=norm, **kw)
+    job = Job("certify_many", (n0, n, alpha, batch_size), {"seed": seed, "certificate": spec.name, "norm": norm})
 
     def row(c):
         return {"radius": format_float(c.radius), "pA_lower": format_float(c.p_lower),
                 "pB_upper": format_float(c.p_upper), "counts_selection": encode_counts(c.counts_selection),
                 "counts": encode_counts(c.counts)}
 
-    return _to_file(smoothed, data, indices, out, CERTIFY_COLUMNS, settings, run, row, progress, model_id)
+    return _to_file(smoothed, data, indices, out, CERTIFY_COLUMNS, settings, job, row, progress, model_id, executor)
 
 
 def recertify(path: str, certificate: str, out: str, norm: str | None = None, overwrite: bool = False) -> int:
@@ -153,21 +167,19 @@ def _checked_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarray, np
 
 
 def predict_dataset(smoothed: Smooth, data, indices, out: str, *, n: int, alpha: float, batch_size: int,
-                    seed: int = 0, progress: bool = True, model_id: str | None = None) -> int:
+                    seed: int = 0, progress: bool = True, model_id: str | None = None, executor=None) -> int:
     """PREDICT data.x[indices] into `out` (resuming it), returning the number of rows written now."""
     settings = {"alpha": format_float(alpha), "n": str(n), "seed": str(seed)}
-
-    def run(xs, **kw):
-        return smoothed.predict_many(xs, n, alpha, batch_size, seed=seed, indices=indices, **kw)
+    job = Job("predict_many", (n, alpha, batch_size), {"seed": seed})
 
     def row(p):
         return {"pvalue": format_float(p.pvalue), "counts": encode_counts(p.counts)}
 
-    return _to_file(smoothed, data, indices, out, PREDICT_COLUMNS, settings, run, row, progress, model_id)
+    return _to_file(smoothed, data, indices, out, PREDICT_COLUMNS, settings, job, row, progress, model_id, executor)
 
 
-def _to_file(smoothed, data, indices, out, columns, settings, run, row, progress, model_id=None) -> int:
-    """Run `run` over the inputs not yet in `out`, writing Cohen's columns plus `row(result)` for each."""
+def _to_file(smoothed, data, indices, out, columns, settings, job, row, progress, model_id=None, executor=None) -> int:
+    """Run `job` over the inputs not yet in `out`, writing Cohen's columns plus `row(result)` for each."""
     xs = data.x[indices]
     smoothed.probe(xs[:1])                      # model and input shape checked before any file is touched
     _check_labels(smoothed, data, indices)
@@ -178,7 +190,9 @@ def _to_file(smoothed, data, indices, out, columns, settings, run, row, progress
     with ResultsWriter(out, columns, settings, labels) as writer:
         bar = Progress(len(indices), sum(int(i) in writer.done for i in indices), progress)
         try:
-            for r in run(xs, skip=lambda i: i in writer.done, on_batch=bar.on_batch):
+            results = (executor or run_locally)(smoothed, job, xs, list(indices), lambda i: i in writer.done,
+                                                bar.on_batch)
+            for r in results:
                 label = labels[r.index]
                 writer.write({"idx": r.index, "label": label, "predict": r.prediction,
                               "correct": int(r.prediction == label), "time": format_time(r.seconds), **row(r)})
