@@ -279,6 +279,8 @@ def load_run(path: str) -> Run:
             p_hat.append(est[a] / est.sum())
             correct.append(a == int(row["label"]))
             radius.append(float(row["radius"]) * (row["correct"] == "1"))
+    except SmoothcertError:
+        raise
     except (ValueError, KeyError, IndexError) as e:
         raise SmoothcertError(f"{path}: malformed results row ({e.__class__.__name__}: {e})") from None
     return Run(np.array(p_hat), np.array(correct), _n(n), n0, check_alpha(alpha), noise, norm, float(np.mean(radius)))

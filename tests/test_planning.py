@@ -184,13 +184,17 @@ def test_recommend_n_is_the_smallest_grid_n_keeping_the_fraction(tmp_path):
 
 def test_load_run_refuses_what_it_cannot_predict(tmp_path):
     write_run(tmp_path / "margin.tsv", [0.9, 0.8], 1000, certificate="margin")
-    with pytest.raises(SmoothcertError, match="one-sided"):
+    with pytest.raises(SmoothcertError, match="^[^(]*certificate 'margin' is not the one-sided"):
         P.load_run(str(tmp_path / "margin.tsv"))
     rows = write_run(tmp_path / "mixed.tsv", [0.9, 0.8], 1000)
     rows[1]["n"] = 2000
     write_all(str(tmp_path / "mixed.tsv"), CERTIFY_COLUMNS, rows)
     with pytest.raises(SmoothcertError, match="varies"):
         P.load_run(str(tmp_path / "mixed.tsv"))
+    rows[1]["n"], rows[1]["counts"] = 1000, "1:x"
+    write_all(str(tmp_path / "bad.tsv"), CERTIFY_COLUMNS, rows)
+    with pytest.raises(SmoothcertError, match="malformed"):
+        P.load_run(str(tmp_path / "bad.tsv"))
     (tmp_path / "other.tsv").write_text("idx\tlabel\n0\t1\n")
     with pytest.raises(SmoothcertError, match="not a certify results file"):
         P.load_run(str(tmp_path / "other.tsv"))
