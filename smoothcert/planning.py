@@ -47,7 +47,7 @@ def _p(p_a) -> np.ndarray:
     return p
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=48)
 def _table(n: int, alpha: float, noise, norm: str) -> tuple[np.ndarray, int]:
     """r_k for k = 0..n (nondecreasing; 0 where CERTIFY abstains) and the smallest certifying count."""
     p_low = np.atleast_1d(clopper_pearson_lower(np.arange(n + 1), n, alpha))
@@ -343,7 +343,7 @@ def choose_n(count_top: int, n0: int, n_max: int, alpha: float, noise, max_loss:
         norm: the norm of the radius (default: the noise's first).
         estimate: how pA enters, both from the Jeffreys posterior Beta(k0 + 1/2, n0 - k0 + 1/2), never at 0 or 1
             (unanimous selection votes do not claim pA = 1, which would ask for ~n_max): 'posterior' (default)
-            averages E_n over it, exactly (X is then beta-binomial); 'jeffreys' plugs in its mean (k0 + 1/2) / (n0 + 1).
+            averages E_n over it, exactly (X is then beta-binomial); 'jeffreys' plugs in its mean.
             Measured on a digits run (sigma = 0.25, n0 = 100, n_max = 100,000, relative 0.02): 'posterior' keeps
             98.0 % of the ACR with 3.2x fewer samples, 'jeffreys' 97.1 % with 4.5x: the plug-in ignores how much
             more samples a pA nearer 1 would need. Shortfalls below 1e-6 noise scales are ignored, so where E_nmax
@@ -384,7 +384,7 @@ def _choose(k0, n0, grid, alpha, noise, max_loss, relative, norm, estimate) -> i
     top = value(grid[-1])
     slack = 1e-6 * noise.scale                      # radii this small are as good as abstaining
     need = ((1 - max_loss) * top if relative else top - max_loss) - slack
-    lo, hi = 0, len(grid) - 1                       # E_n is nondecreasing in n on the grid: bisect
+    lo, hi = 0, len(grid) - 1                       # E_n grows with n (up to CP's discreteness): bisect
     while lo < hi:
         mid = (lo + hi) // 2
         if value(grid[mid]) >= need:
