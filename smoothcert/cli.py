@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    _plan_parser(sub)
     return parser
 
 
@@ -274,8 +275,68 @@ def cmd_demo(args) -> None:
     run_demo(out_dir=args.out_dir, n=args.n, epochs=args.epochs, device=args.device, progress=not args.no_progress)
 
 
+def _plan_parser(sub) -> None:
+    p = sub.add_parser("plan", help="expected radius against n; ACR and certified accuracy predicted from a run")
+    p.add_argument("--results", help="a certify TSV (one-sided certificate) whose inputs' pA are estimated")
+    p.add_argument("--p-a", type=float, help="instead of --results: one pA, with --sigma (or --noise laplace --lam)")
+    p.add_argument("--noise", default="gaussian", choices=("gaussian", "laplace"))
+    p.add_argument("--sigma", type=float)
+    p.add_argument("--lam", type=float)
+    p.add_argument("--alpha", type=float, default=0.001, help="with --p-a (default 0.001; a run has its own)")
+    p.add_argument("--n", help="comma-separated numbers of estimation samples (default 100,1000,10000,100000)")
+    p.add_argument("--radii", default="0,0.25,0.5,0.75,1", help="radii of the certified accuracy (comma-separated)")
+    p.add_argument("--keep", type=float,
+                   help="with --results: recommend the smallest n keeping this fraction of the ACR")
+
+
+def _numbers(text: str, name: str, kind=float) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SmoothcertError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def cmd_plan(args) -> None:
+    from . import planning
+    ns = _numbers(args.n or "100,1000,10000,100000", "--n", int)
+    radii = _numbers(args.radii, "--radii")
+    check((args.results is None) != (args.p_a is None), "give either --results or --p-a")
+    if args.p_a is not None:
+        noise = _noise(args)
+        check(0 <= args.p_a <= 1 and all(n >= 1 for n in ns), "--p-a must lie in [0, 1] and --n be >= 1")
+        print(f"pA = {args.p_a:g}, {noise.describe()}, alpha = {check_alpha(args.alpha):g} (one-sided Clopper-Pearson; "
+              f"z = {planning.z_one_sided(args.alpha):.4f}); radius at n = inf: {float(noise.radius(args.p_a)):.4f}")
+        print(f"{'n':>8}  {'E[radius]':>9}  {'P(cert)':>7}  {'eq.10':>7}  {'eq.11':>7}  {'E[pA_low]':>9}  "
+              f"{'Lem4.2':>7}")
+        for n in ns:
+            row = [planning.expected_radius(args.p_a, n, args.alpha, noise),
+                   planning.certified_probability(args.p_a, n, args.alpha, noise)]
+            if noise.name == "gaussian":
+                row += [planning.radius_approx(args.p_a, n, args.alpha, noise.sigma),
+                        planning.radius_shore(args.p_a, n, args.alpha, noise.sigma)]
+            else:
+                row += [float("nan")] * 2
+            row += [planning.expected_lower_bound(args.p_a, n, args.alpha),
+                    planning.lower_bound_approx(args.p_a, n, args.alpha)]
+            print(f"{n:>8}  " + "  ".join(f"{float(v):>{w}.4f}" for v, w in zip(row, (9, 7, 7, 7, 9, 7))))
+        print("(exact expectations over Bin(n, pA), abstain = 0; eq.10/eq.11/Lem4.2: 003's approximations)")
+        return
+    run = planning.load_run(args.results)
+    pred = planning.predict(run, ns, radii)
+    print(f"{args.results}: {len(run.p_hat)} inputs at n = {run.n} (measured ACR {run.acr:.4f}), "
+          f"{run.noise.describe()}, alpha = {run.alpha:g}; predicted per input from its plug-in pA")
+    print(f"{'n':>8}  {'ACR':>7}  " + "  ".join(f"{'r=' + format(r, 'g'):>7}" for r in radii))
+    for n, acr, acc in zip(ns, pred.acr, pred.certified_accuracy):
+        print(f"{n:>8}  {acr:>7.4f}  " + "  ".join(f"{100 * a:>7.1f}" for a in acc)
+              + ("  (beyond the run's n: optimistic)" if n > run.n else ""))
+    if args.keep is not None:
+        n = planning.recommend_n(run, args.keep)
+        print(f"recommended: n = {n} keeps {args.keep:g} of the predicted ACR at n = {run.n}")
+
+
 COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "recertify": cmd_recertify,
             "analyze": cmd_analyze, "demo": cmd_demo}
+COMMANDS["plan"] = cmd_plan
 
 
 def tune_allocator() -> bool:

@@ -6,5 +6,6 @@ nothing of models or noise; every bound holds with probability >= 1 - alpha over
 """
 from .binomial import binomial_test_pvalue, clopper_pearson_lower, clopper_pearson_upper
 from .margin import exact_margin_lower
+from . import sequential as sequential  # anytime-valid under optional stopping: UnionBound, BetaMixture, decide
 
 __all__ = ["binomial_test_pvalue", "clopper_pearson_lower", "clopper_pearson_upper", "exact_margin_lower"]
