@@ -145,15 +145,28 @@ def best(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
                      ("prediction", "radius", "p_lower", "p_upper", "candidate", "reason")))
 
 
+def single_stage(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
+    """002's Alg. 1 (Lemma C.1): the SAME samples choose the class and bound it (the selection counts are
+    ignored; run it with n0 = 0). A labelled option for evaluation against labels, NOT a sound certificate of the
+    predicted class: near ties its failure rate reaches about 2 alpha (ERRATA; measured in tests/test_modes.py),
+    because the class is picked as the one whose count came out largest. Where the prediction equals the
+    label the claim is sound: the bound is then a Clopper-Pearson bound on the label, a class fixed before
+    sampling, so certified accuracy against labels keeps level alpha per input."""
+    counts = _as_counts(counts)
+    return one_sided(counts, counts, noise, alpha, norm)
+
+
 @dataclass(frozen=True)
 class Spec:
-    """A named certificate: its function, the noises it is valid for, and the norm it reports by default."""
+    """A named certificate: its function, the noises it is valid for, the norm it reports by default, and
+    whether it reads the selection samples (single-stage does not: n0 may be 0)."""
 
     name: str
     fn: Callable
     noises: tuple[str, ...]
     norm: dict  # noise name -> default norm
     summary: str
+    uses_selection: bool = True
 
 
 _G, _L = "gaussian", "laplace"
@@ -166,6 +179,8 @@ CERTIFICATES = {s.name: s for s in [
     Spec("teng-binary", one_sided, (_L,), {_L: "l1"}, "Laplace l1, Teng et al. Thm 2: -lam log 2(1 - pA)"),
     Spec("lecuyer", lecuyer, (_L,), {_L: "l1"}, "Laplace l1 baseline lam/2 log(pA/pB) (Lecuyer et al.)"),
     Spec("gaussian-l1", one_sided, (_G,), {_G: "l1"}, "Gaussian l2 radius read as an l1 radius (baseline)"),
+    Spec("single-stage", single_stage, (_G, _L), {_G: "l2", _L: "l1"},
+         "002 Alg. 1, the same samples choose and bound: for evaluation against labels only", uses_selection=False),
 ]}
 DEFAULT = {_G: "cohen", _L: "teng"}
 
@@ -193,9 +208,10 @@ def resolve(name: str | None, noise, norm: str | None = None) -> tuple[Spec, str
 def certify(name: str | None, counts_selection, counts, noise, alpha: float, norm: str | None = None) -> Verdict:
     """Apply certificate `name` to (G, K) count arrays (or single count vectors)."""
     alpha = check_alpha(alpha)
-    check(np.all(_as_counts(counts_selection).sum(axis=1) >= 1) and np.all(_as_counts(counts).sum(axis=1) >= 1),
-          "every input needs at least one selection and one estimation sample")
     spec, norm = resolve(name, noise, norm)
+    check((not spec.uses_selection or np.all(_as_counts(counts_selection).sum(axis=1) >= 1))
+          and np.all(_as_counts(counts).sum(axis=1) >= 1),
+          "every input needs at least one selection and one estimation sample")
     v = spec.fn(counts_selection, counts, noise, alpha, norm)
     if v.candidate is None or v.reason is None:          # a certificate that does not say: the selection's top class
         v = replace(v, candidate=_as_counts(counts_selection).argmax(axis=1) if v.candidate is None else v.candidate,

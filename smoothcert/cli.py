@@ -78,8 +78,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("certify", help="certify inputs (Cohen et al. CERTIFY) into a results TSV")
     _common_model_args(p)
     _selection_args(p)
-    p.add_argument("--n0", type=int, default=100, help="selection samples (default 100)")
-    p.add_argument("--n", type=int, default=100_000, help="estimation samples (default 100000)")
+    p.add_argument("--n0", type=int, default=100, help="selection samples (default 100; 0 only with --certificate "
+                                                        "single-stage)")
+    p.add_argument("--n", default=None,
+                   help="estimation samples (default 100000); several, comma-separated (e.g. 100,1000,10000), certify "
+                        "each input at every n from one nested stream in one pass, into one file per n (OUT_nN.tsv), "
+                        "each equal to a separate run at that n (the files share samples: not independent)")
+    g = p.add_argument_group("sample efficiency (sound: the bound always keeps level alpha)")
+    g.add_argument("--n-max", type=int, help="the most estimation samples an input may get, with --max-loss or "
+                                             "--target-radius")
+    g.add_argument("--max-loss", type=float,
+                   help="input-specific n: from the selection samples alone, the smallest n <= n-max whose expected "
+                        "radius is within this loss of the expected radius at n-max, then n fresh samples")
+    g.add_argument("--loss", choices=("relative", "absolute"), default="relative",
+                   help="--max-loss as a fraction of the expected radius (default) or in radius units")
+    g.add_argument("--target-radius", type=float,
+                   help="decide 'certified at this radius?' with early stopping: sample in rounds until an "
+                        "anytime-valid bound certifies it, or it looks out of reach (see --futility)")
+    g.add_argument("--futility", choices=("none", "reach", "upper"), default="upper",
+                   help="when to give up on an input below the target: none (only at n-max), reach (when even all "
+                        "remaining samples could not certify), upper (default: when a Clopper-Pearson upper bound at "
+                        "--futility-level says it falls short; aggressive, not part of the guarantee)")
+    g.add_argument("--futility-level", type=float, default=0.01, help="level of the 'upper' futility rule (0.01)")
     _certificate_args(p)
 
     p = sub.add_parser("predict", help="predict with abstention (Cohen et al. PREDICT) into a results TSV")
@@ -190,16 +210,38 @@ def _check_out(args) -> None:
 
 
 def cmd_certify(args) -> None:
-    from .run import certify_dataset
-    check_count("--n0", args.n0)
-    check_count("--n", args.n)
     from . import certificates
-    certificates.resolve(args.certificate, _noise(args), args.norm)   # before any data or model is loaded
+    from .run import certify_dataset, nested_paths
+    spec, _ = certificates.resolve(args.certificate, _noise(args), args.norm)   # before any data or model is loaded
+    check_count("--n0", args.n0, 0 if not spec.uses_selection else 1)
+    ns = _numbers(args.n or "100000", "--n", int)
+    for n in ns:
+        check_count("--n", n)
+    check(len(ns) == len(set(ns)), f"--n {args.n} repeats a sample size")
+    adaptive = args.n_max is not None
+    check(not (adaptive and args.n), "--n goes with fixed sample sizes; with --n-max the run chooses n per input")
+    check(args.max_loss is None or adaptive, "--max-loss needs --n-max")
+    check(args.target_radius is None or adaptive, "--target-radius needs --n-max")
+    if adaptive:
+        check_count("--n-max", args.n_max)
+        check((args.max_loss is None) != (args.target_radius is None),
+              "--n-max goes with one of --max-loss (input-specific n) or --target-radius (early stopping)")
+        check(args.max_loss is None or (args.max_loss >= 0 and (args.max_loss < 1 or args.loss == "absolute")),
+              f"--max-loss must be >= 0 (and < 1 when relative), got {args.max_loss}")
+        check(args.target_radius is None or args.target_radius > 0, f"--target-radius must be > 0, got "
+                                                                     f"{args.target_radius}")
+        check(args.target_radius is None or args.certificate in (None, "cohen", "teng-binary"),
+              "--target-radius certifies with the one-sided bound (cohen, or teng-binary for laplace) under early "
+              "stopping; leave --certificate out")
+        check_alpha(args.futility_level)
     smoothed, data, indices = _smoothed(args)
-    written = certify_dataset(smoothed, data, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+    written = certify_dataset(smoothed, data, indices, args.out, n0=args.n0, n=ns, alpha=args.alpha,
                               batch_size=args.batch, seed=args.seed, certificate=args.certificate, norm=args.norm,
-                              progress=not args.no_progress)
-    print(f"{written} rows written to {args.out} ({len(indices) - written} were already there)")
+                              n_max=args.n_max, max_loss=args.max_loss, relative=args.loss == "relative",
+                              target_radius=args.target_radius, futility=args.futility,
+                              futility_level=args.futility_level, progress=not args.no_progress)
+    outs = nested_paths(args.out, ns) if len(ns) > 1 and not adaptive else [args.out]
+    print(f"{written} rows written to {', '.join(outs)} ({len(indices) - written} were already there)")
 
 
 def cmd_predict(args) -> None:

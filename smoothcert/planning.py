@@ -254,35 +254,28 @@ def load_run(path: str) -> Run:
     1 - alpha), optimistic for n' > n, so predictions beyond the run's n are extrapolations.
     """
     from .certificates import get, one_sided
-    from .results import CERTIFY_COLUMNS, decode_counts, read_rows
+    from .results import CERTIFY_COLUMNS, check_certify_row, read_table
     try:
-        rows = read_rows(path)
+        table = read_table(path, CERTIFY_COLUMNS)
     except (OSError, UnicodeDecodeError) as e:
         raise SmoothcertError(f"cannot read results file {path}: {e}") from None
-    check(rows, f"{path}: no result rows")
-    missing = [c for c in CERTIFY_COLUMNS if c not in rows[0]]
-    check(not missing, f"{path}: not a certify results file (missing {', '.join(missing)})")
-    try:
-        name, scale = _constant(rows, "noise", path), float(_constant(rows, "scale", path))
-        noise = make_noise(name, **{"sigma" if name == "gaussian" else "lam": scale})
-        certificate, norm = _constant(rows, "certificate", path), _constant(rows, "norm", path)
-        check(get(certificate, noise).fn is one_sided, f"{path}: certificate {certificate!r} is not the one-sided "
-              "Clopper-Pearson one whose radius planning predicts (cohen, teng-binary, gaussian-l1)")
-        alpha, n = float(_constant(rows, "alpha", path)), int(_constant(rows, "n", path))
-        n0 = int(_constant(rows, "n0", path))
-        p_hat, correct, radius = [], [], []
-        for row in rows:
-            k = int(row["num_classes"])
-            sel, est = decode_counts(row["counts_selection"], k), decode_counts(row["counts"], k)
-            a = int(sel.argmax())                      # as certificates._top: ties go to the lowest class
-            check(est.sum() > 0, f"{path}: input {row['idx']} has no estimation counts")
-            p_hat.append(est[a] / est.sum())
-            correct.append(a == int(row["label"]))
-            radius.append(float(row["radius"]) * (row["correct"] == "1"))
-    except SmoothcertError:
-        raise
-    except (ValueError, KeyError, IndexError) as e:
-        raise SmoothcertError(f"{path}: malformed results row ({e.__class__.__name__}: {e})") from None
+    check(table, f"{path}: no result rows")
+    rows = [row for _, row in table]
+    name, scale = _constant(rows, "noise", path), float(_constant(rows, "scale", path))
+    noise = make_noise(name, **{"sigma" if name == "gaussian" else "lam": scale})
+    certificate, norm = _constant(rows, "certificate", path), _constant(rows, "norm", path)
+    check(get(certificate, noise).fn is one_sided, f"{path}: certificate {certificate!r} is not the one-sided "
+          "Clopper-Pearson one whose radius planning predicts (cohen, teng-binary, gaussian-l1)")
+    check(_constant(rows, "mode", path) == "fixed", f"{path}: predictions need a fixed-n run (mode fixed)")
+    alpha, n = float(_constant(rows, "alpha", path)), int(_constant(rows, "n", path))
+    n0 = int(_constant(rows, "n0", path))
+    p_hat, correct, radius = [], [], []
+    for line, row in table:
+        _, sel, est = check_certify_row(path, line, row)
+        a = int(sel.argmax())                      # as certificates._top: ties go to the lowest class
+        p_hat.append(est[a] / est.sum())
+        correct.append(a == int(row["label"]))
+        radius.append(float(row["radius"]) * (row["correct"] == "1"))
     return Run(np.array(p_hat), np.array(correct), _n(n), n0, check_alpha(alpha), noise, norm, float(np.mean(radius)))
 
 

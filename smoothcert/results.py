@@ -20,8 +20,8 @@ import numpy as np
 from .errors import SmoothcertError, check
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
-                   "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "seed", "model",
-                   "pA_lower", "pB_upper", "num_classes", "counts_selection", "counts")
+                   "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model",
+                   "samples", "pA_lower", "pB_upper", "num_classes", "counts_selection", "counts")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time",
                    "noise", "scale", "alpha", "n", "seed", "model", "pvalue", "num_classes", "counts")
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
@@ -254,3 +254,28 @@ def parse_counts(text: str, num_classes: int, total: int, where: str, what: str)
         counts[c] = parse_int(k, where, f"a count in {what}", 1)
     check(int(counts.sum()) == total, f"{where}: {what} sum to {int(counts.sum())}, not to the row's {total} samples")
     return counts
+
+
+def check_certify_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """((noise, scale, alpha), selection counts, estimation counts) of one certify row, every field checked:
+    counts summing to n0 and to the row's samples (= n for a fixed-n row, <= n for an adaptive one)."""
+    from .noises import NOISES
+    where = f"{path} line {line}"
+    parse_int(row["idx"], where, "idx")
+    check(row["noise"] in NOISES, f"{where}: unknown noise {row['noise']!r} (known: {', '.join(NOISES)})")
+    try:
+        scale, alpha = float(row["scale"]), float(row["alpha"])
+    except ValueError:
+        raise SmoothcertError(f"{where}: scale and alpha must be numbers, got {row['scale']!r}, {row['alpha']!r}") from None
+    check(np.isfinite(scale) and scale > 0, f"{where}: scale must be a finite number > 0, got {row['scale']!r}")
+    check(0 < alpha < 1, f"{where}: alpha must lie in (0, 1), got {row['alpha']!r}")
+    k = parse_int(row["num_classes"], where, "num_classes", 1, MAX_CLASSES)
+    parse_int(row["label"], where, "label", 0, k - 1)
+    mode = row["mode"]
+    check(mode == "fixed" or mode.startswith(("input-n:", "target:")), f"{where}: unknown mode {mode!r}")
+    n0, n = parse_int(row["n0"], where, "n0", 0), parse_int(row["n"], where, "n", 1)
+    samples = parse_int(row["samples"], where, "samples", 1, n)
+    check(mode != "fixed" or samples == n, f"{where}: samples {samples} differs from n {n} in a fixed-n row")
+    c0 = parse_counts(row["counts_selection"], k, n0, where, "counts_selection")
+    c1 = parse_counts(row["counts"], k, samples, where, "counts")
+    return (row["noise"], scale, alpha), c0, c1

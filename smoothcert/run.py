@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,16 +18,14 @@ from .models import fingerprint
 from .noises import NOISES
 from .results import (
     CERTIFY_COLUMNS,
-    MAX_CLASSES,
     PREDICT_COLUMNS,
     FileLock,
     ResultsWriter,
+    check_certify_row,
     check_output_path,
     encode_counts,
     format_float,
     format_time,
-    parse_counts,
-    parse_int,
     read_table,
     write_all,
 )
@@ -96,23 +95,54 @@ def run_locally(smoothed: Smooth, job: Job, xs, indices, skip, on_batch):
     return getattr(smoothed, job.method)(xs, *job.args, indices=indices, skip=skip, on_batch=on_batch, **job.kwargs)
 
 
-def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: int, alpha: float,
+def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: int | Sequence[int], alpha: float,
                     batch_size: int, seed: int = 0, certificate: str | None = None, norm: str | None = None,
+                    n_max: int | None = None, max_loss: float | None = None, relative: bool = True,
+                    target_radius: float | None = None, futility: str = "upper", futility_level: float = 0.01,
                     progress: bool = True, model_id: str | None = None, executor=None) -> int:
-    """CERTIFY data.x[indices] into `out` (resuming it), returning the number of rows written now. `model_id`
-    is recorded in the file (default: `models.fingerprint` of the model) and a resumed run must match it;
-    `executor` runs the job (default: `run_locally`)."""
+    """CERTIFY data.x[indices] into `out` (resuming it), returning the number of rows written now.
+
+    Modes: a fixed `n`; several n (a list: one pass over a nested stream, one file per n, `nested_paths(out, ns)`,
+    each equal to a separate run at that n); `n_max` with `max_loss` (input-specific n); `n_max` with
+    `target_radius` (early stopping at an acceptance radius). `model_id` is recorded in the file (default:
+    `models.fingerprint` of the model) and a resumed run must match it; `executor` runs the job (default:
+    `run_locally`)."""
     spec, norm = certificates.resolve(certificate, smoothed.noise, norm)
-    settings = {"certificate": spec.name, "norm": norm, "alpha": format_float(alpha), "n0": str(n0), "n": str(n),
-                "seed": str(seed)}
-    job = Job("certify_many", (n0, n, alpha, batch_size), {"seed": seed, "certificate": spec.name, "norm": norm})
+    common = {"alpha": format_float(alpha), "n0": str(n0), "seed": str(seed)}
+    kw = {"seed": seed, "norm": norm}
+    ns = [n] if isinstance(n, int) else sorted(set(n))
+    if target_radius is not None:
+        check(n_max is not None and max_loss is None, "--target-radius goes with --n-max (and not --max-loss)")
+        mode = f"target:r0={format_float(target_radius)}:futility={futility}@{format_float(futility_level)}"
+        name = "cohen" if smoothed.noise.name == "gaussian" else "teng-binary"
+        job = Job("certify_target", (n0, target_radius, n_max, alpha, batch_size),
+                  {**kw, "futility": futility, "futility_level": futility_level})
+    elif n_max is not None:
+        check(max_loss is not None, "--n-max needs --max-loss (input-specific n) or --target-radius (early stopping)")
+        mode, name = f"input-n:max_loss={format_float(max_loss)}:{'relative' if relative else 'absolute'}", spec.name
+        job = Job("certify_input_n", (n0, n_max, alpha, batch_size),
+                  {**kw, "certificate": spec.name, "max_loss": max_loss, "relative": relative})
+    else:
+        mode, name = "fixed", spec.name
+        job = (Job("certify_many", (n0, ns[0], alpha, batch_size), {**kw, "certificate": spec.name}) if len(ns) == 1
+               else Job("certify_nested", (n0, ns, alpha, batch_size), {**kw, "certificate": spec.name}))
+    sizes = [n_max] if n_max is not None else ns
+    paths = [out] if len(sizes) == 1 else nested_paths(out, sizes)
+    sinks = [(path, {"certificate": name, "norm": norm, **common, "n": str(size), "mode": mode}, _certify_row)
+             for path, size in zip(paths, sizes)]
+    return _to_files(smoothed, data, indices, sinks, CERTIFY_COLUMNS, job, progress, model_id, executor)
 
-    def row(c):
-        return {"radius": format_float(c.radius), "pA_lower": format_float(c.p_lower),
-                "pB_upper": format_float(c.p_upper), "counts_selection": encode_counts(c.counts_selection),
-                "counts": encode_counts(c.counts)}
 
-    return _to_file(smoothed, data, indices, out, CERTIFY_COLUMNS, settings, job, row, progress, model_id, executor)
+def nested_paths(out: str, ns: Sequence[int]) -> list[str]:
+    """r.tsv -> r_n100.tsv, r_n1000.tsv, ...: one results file per n of a nested run."""
+    root, ext = os.path.splitext(out)
+    return [f"{root}_n{n}{ext or '.tsv'}" for n in ns]
+
+
+def _certify_row(c) -> dict:
+    return {"radius": format_float(c.radius), "samples": c.samples, "pA_lower": format_float(c.p_lower),
+            "pB_upper": format_float(c.p_upper), "counts_selection": encode_counts(c.counts_selection),
+            "counts": encode_counts(c.counts)}
 
 
 def recertify(path: str, certificate: str, out: str, norm: str | None = None, overwrite: bool = False) -> int:
@@ -129,7 +159,10 @@ def recertify(path: str, certificate: str, out: str, norm: str | None = None, ov
         groups: dict[tuple, list[tuple]] = {}
         lines: dict[int, int] = {}
         for line, row in table:
-            key, c0, c1 = _checked_row(path, line, row)
+            key, c0, c1 = check_certify_row(path, line, row)
+            check(not row["mode"].startswith("target"), f"{path} line {line}: a row certified with early stopping "
+                  f"(mode {row['mode']}) cannot be re-certified: its samples were drawn until a data-dependent "
+                  "stop, where a fixed-n bound does not hold")
             check(int(row["idx"]) not in lines, f"{path} line {line}: input {row['idx']} appears twice "
                                                 f"(first at line {lines.get(int(row['idx']))})")
             lines[int(row["idx"])] = line
@@ -147,25 +180,6 @@ def recertify(path: str, certificate: str, out: str, norm: str | None = None, ov
     return len(table)
 
 
-def _checked_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarray, np.ndarray]:
-    """((noise, scale, alpha), selection counts, estimation counts) of one certify row, every field checked."""
-    where = f"{path} line {line}"
-    parse_int(row["idx"], where, "idx")
-    check(row["noise"] in NOISES, f"{where}: unknown noise {row['noise']!r} (known: {', '.join(NOISES)})")
-    try:
-        scale, alpha = float(row["scale"]), float(row["alpha"])
-    except ValueError:
-        raise SmoothcertError(f"{where}: scale and alpha must be numbers, got {row['scale']!r}, {row['alpha']!r}") from None
-    check(np.isfinite(scale) and scale > 0, f"{where}: scale must be a finite number > 0, got {row['scale']!r}")
-    check(0 < alpha < 1, f"{where}: alpha must lie in (0, 1), got {row['alpha']!r}")
-    k = parse_int(row["num_classes"], where, "num_classes", 1, MAX_CLASSES)
-    parse_int(row["label"], where, "label", 0, k - 1)
-    n0, n = parse_int(row["n0"], where, "n0", 1), parse_int(row["n"], where, "n", 1)
-    c0 = parse_counts(row["counts_selection"], k, n0, where, "counts_selection")
-    c1 = parse_counts(row["counts"], k, n, where, "counts")
-    return (row["noise"], scale, alpha), c0, c1
-
-
 def predict_dataset(smoothed: Smooth, data, indices, out: str, *, n: int, alpha: float, batch_size: int,
                     seed: int = 0, progress: bool = True, model_id: str | None = None, executor=None) -> int:
     """PREDICT data.x[indices] into `out` (resuming it), returning the number of rows written now."""
@@ -175,29 +189,36 @@ def predict_dataset(smoothed: Smooth, data, indices, out: str, *, n: int, alpha:
     def row(p):
         return {"pvalue": format_float(p.pvalue), "counts": encode_counts(p.counts)}
 
-    return _to_file(smoothed, data, indices, out, PREDICT_COLUMNS, settings, job, row, progress, model_id, executor)
+    return _to_files(smoothed, data, indices, [(out, settings, row)], PREDICT_COLUMNS, job, progress, model_id,
+                     executor)
 
 
-def _to_file(smoothed, data, indices, out, columns, settings, job, row, progress, model_id=None, executor=None) -> int:
-    """Run `job` over the inputs not yet in `out`, writing Cohen's columns plus `row(result)` for each."""
+def _to_files(smoothed, data, indices, sinks, columns, job, progress, model_id=None, executor=None) -> int:
+    """Run `job` over the inputs not yet in every file, writing Cohen's columns plus `row(result)` for each.
+
+    sinks: (path, settings, row) per results file; with several, the job yields a tuple of results per input
+    (one per file) and an input is skipped only when every file has it (an interruption between two files'
+    writes is mended on resume). Returns the number of rows written now (to the first file)."""
     xs = data.x[indices]
     smoothed.probe(xs[:1])                      # model and input shape checked before any file is touched
     _check_labels(smoothed, data, indices)
-    settings = {"noise": smoothed.noise.name, "scale": format_float(smoothed.noise.scale), **settings,
-                "model": model_id or fingerprint(smoothed.model), "num_classes": str(smoothed.num_classes)}
+    fixed = {"noise": smoothed.noise.name, "scale": format_float(smoothed.noise.scale),
+             "model": model_id or fingerprint(smoothed.model), "num_classes": str(smoothed.num_classes)}
     labels = {int(i): int(data.y[i]) for i in indices}
     written = 0
-    with ResultsWriter(out, columns, settings, labels) as writer:
-        bar = Progress(len(indices), sum(int(i) in writer.done for i in indices), progress)
-        try:
-            results = (executor or run_locally)(smoothed, job, xs, list(indices), lambda i: i in writer.done,
-                                                bar.on_batch)
-            for r in results:
-                label = labels[r.index]
-                writer.write({"idx": r.index, "label": label, "predict": r.prediction,
-                              "correct": int(r.prediction == label), "time": format_time(r.seconds), **row(r)})
-                written += 1
-                bar.bar.update(1)
-        finally:
-            bar.close()
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(ResultsWriter(path, columns, {**fixed, **settings}, labels))
+                   for path, settings, _ in sinks]
+        done = lambda i: all(i in w.done for w in writers)
+        bar = stack.enter_context(contextlib.closing(Progress(len(indices), sum(done(int(i)) for i in indices),
+                                                              progress)))
+        for results in (executor or run_locally)(smoothed, job, xs, list(indices), done, bar.on_batch):
+            results = results if len(sinks) > 1 else (results,)
+            for writer, (_, _, row), r in zip(writers, sinks, results):
+                if r.index not in writer.done:
+                    label = labels[r.index]
+                    writer.write({"idx": r.index, "label": label, "predict": r.prediction,
+                                  "correct": int(r.prediction == label), "time": format_time(r.seconds), **row(r)})
+            written += 1
+            bar.bar.update(1)
     return written

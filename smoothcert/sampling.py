@@ -275,6 +275,30 @@ class Votes(Statistic):
         return self.total.view(self.shape).cpu().numpy()
 
 
+class NestedVotes(Statistic):
+    """Class counts of the first n_1 < n_2 < ... samples of each request's stream, shape (requests, levels,
+    classes), from one pass: a sample at stream position p counts for every level n_j > p (one bincount per batch
+    over (request, first level it counts for, class), then a cumulative sum over levels)."""
+
+    needs_position = True
+
+    def __init__(self, levels: Sequence[int]):
+        self.levels = torch.tensor(sorted(int(n) for n in levels), dtype=torch.int64)
+
+    def start(self, requests, num_classes, device):
+        self.shape = (requests, len(self.levels) + 1, num_classes)   # + a level for samples past the largest
+        self.total = torch.zeros(math.prod(self.shape), dtype=torch.int64, device=device)
+        self.edges = self.levels.to(device)
+
+    def update(self, logits, owner, position):
+        level = torch.searchsorted(self.edges, position, right=True)     # number of levels n_j <= p
+        key = (owner * self.shape[1] + level) * self.shape[2] + logits.argmax(dim=1)
+        self.total.add_(torch.bincount(key, minlength=self.total.numel()))
+
+    def result(self) -> np.ndarray:
+        return self.total.view(self.shape).cumsum(dim=1)[:, :-1].cpu().numpy()
+
+
 class ScoreSums(Statistic):
     """Per request and class, the sum and the sum of squares of the softmax scores (float64): what Hoeffding and
     empirical-Bernstein bounds on soft (continuous) smoothing read (Moutaouakil §3.3.2)."""

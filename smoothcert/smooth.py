@@ -32,7 +32,9 @@ from .sampling import (
     SELECTION,
     Request,
     Sampler,
+    NestedVotes,
     Stream,
+    Votes,
     auto_batch_size,
     check_batch_memory,
     make_stream,
@@ -166,17 +168,15 @@ class Smooth:
         is the same as in an uninterrupted run, but they are not yielded.
         """
         alpha = check_alpha(alpha)
-        check_count("n0", n0)
-        check_count("n", n)
         spec, norm = certificates.resolve(certificate, self.noise, norm)
+        check_count("n0", n0, 1 if spec.uses_selection else 0)
+        check_count("n", n)
         seed = self._seed(seed, generator)
         stages = ((SELECTION, n0), (ESTIMATION, n))
         for idx, (c0, c1), seconds in self._groups(xs, stages, batch_size, seed, indices, generator, skip, on_batch):
             v = certificates.certify(spec.name, c0, c1, self.noise, alpha, norm)
             for j, index in enumerate(idx):
-                yield Certificate(index, int(v.prediction[j]), float(v.radius[j]), float(v.p_lower[j]),
-                                  float(v.p_upper[j]), c0[j], c1[j], alpha, spec.name, norm, seconds,
-                                  int(v.candidate[j]), str(v.reason[j]), seed)
+                yield _certificate(index, v, j, c0[j], c1[j], alpha, spec.name, norm, seconds, seed)
 
     def predict_many(self, xs: torch.Tensor, n: int, alpha: float, batch_size: int | None = 1000, *,
                      seed: int | None = None, indices: Sequence[int] | None = None,
@@ -195,6 +195,133 @@ class Smooth:
                 pvalue = bounds.binomial_test_pvalue(n_a, n_a + n_b, 0.5)
                 prediction = ABSTAIN if pvalue > alpha else int(top2[0])
                 yield Prediction(index, prediction, pvalue, row, alpha, seconds, int(top2[0]), seed)
+
+    # -- sample efficiency: several n in one pass, input-specific n, early stopping at a target radius ----
+    def certify_nested(self, xs: torch.Tensor, n0: int, ns: Sequence[int], alpha: float,
+                       batch_size: int | None = 1000, *, seed: int | None = None,
+                       indices: Sequence[int] | None = None, generator: torch.Generator | None = None,
+                       certificate: str | None = None, norm: str | None = None,
+                       skip: Callable[[int], bool] | None = None,
+                       on_batch: Callable[[int], None] | None = None) -> Iterator[tuple[Certificate, ...]]:
+        """CERTIFY every input at each n in `ns` from one pass: the estimation stream is read once to max(ns), and
+        the certificate at n reads its first n samples. Yields, per input, one Certificate per n (ascending).
+
+        A stream is read in pieces that do not depend on n, so the certificate at each n is exactly the one
+        `certify_many` gives at that n with the same seed (and batch size). Each is valid at level alpha; the
+        certificates of one input at different n share samples, so they are not independent of each other.
+        """
+        alpha = check_alpha(alpha)
+        check_count("n0", n0)
+        ns = _sizes(ns)
+        spec, norm = certificates.resolve(certificate, self.noise, norm)
+        seed = self._seed(seed, generator)
+        for sampler, chunk, members, keep in self.groups(xs, [n0, ns[-1]], batch_size, indices, skip):
+            t0 = time.perf_counter()
+            sel = self.streams(members, SELECTION, seed, generator, sampler.device)
+            est = self.streams(members, ESTIMATION, seed, generator, sampler.device)
+            requests = [Request(j, stream, k) for j in range(len(members)) for stream, k in ((sel[j], n0),
+                                                                                            (est[j], ns[-1]))]
+            votes, nested = sampler.run(chunk, requests, [Votes(), NestedVotes(ns)], on_batch)
+            c0, c1 = votes[0::2][keep], nested[1::2][keep]
+            seconds = (time.perf_counter() - t0) / len(members)
+            verdicts = [certificates.certify(spec.name, c0, c1[:, level], self.noise, alpha, norm)
+                        for level in range(len(ns))]
+            for j, g in enumerate(keep):
+                yield tuple(_certificate(members[g], v, j, c0[j], c1[j, level], alpha, spec.name, norm, seconds, seed)
+                            for level, v in enumerate(verdicts))
+
+    def certify_input_n(self, xs: torch.Tensor, n0: int, n_max: int, alpha: float, batch_size: int | None = 1000,
+                        *, max_loss: float = 0.02, relative: bool = True, grid: Sequence[int] | None = None,
+                        seed: int | None = None, indices: Sequence[int] | None = None,
+                        generator: torch.Generator | None = None, certificate: str | None = None,
+                        norm: str | None = None, skip: Callable[[int], bool] | None = None,
+                        on_batch: Callable[[int], None] | None = None) -> Iterator[Certificate]:
+        """CERTIFY with an input-specific number of estimation samples (Chen et al. 2022's idea, corrected): the
+        n0 selection samples choose the class A and, from A's selection count alone, the smallest n <= n_max whose
+        expected radius is within `max_loss` of the expected radius at n_max (`planning.choose_n`); then n FRESH
+        samples give the certificate. Conditional on the selection samples n and A are fixed and the fresh
+        samples independent of them, so the certificate keeps level alpha (proof in planning.choose_n); the
+        pilot samples never enter the bound. `Certificate.samples` is the n used.
+
+        Args (beyond certify_many's):
+            n_max: the most estimation samples an input may get.
+            max_loss: the allowed loss of expected radius, relative to the expected radius at n_max (or absolute,
+                in radius units, with relative=False).
+            grid: the candidate n (default: 10 per decade up to n_max).
+        """
+        from .planning import choose_n
+        alpha = check_alpha(alpha)
+        check_count("n0", n0)
+        check_count("n_max", n_max)
+        spec, norm = certificates.resolve(certificate, self.noise, norm)
+        proxy_norm = norm if norm in self.noise.norms else None
+        seed = self._seed(seed, generator)
+        for sampler, chunk, members, keep in self.groups(xs, [n0, max(1, n_max // 10)], batch_size, indices, skip):
+            t0 = time.perf_counter()
+            sel = self.streams(members, SELECTION, seed, generator, sampler.device)
+            c0 = sampler.counts(chunk, [Request(j, sel[j], n0) for j in range(len(members))], on_batch)
+            ks = [choose_n(int(row.max()), n0, n_max, alpha, self.noise, max_loss, relative, grid, proxy_norm)
+                  for row in c0]
+            est = self.streams(members, ESTIMATION, seed, generator, sampler.device)
+            c1 = sampler.counts(chunk, [Request(j, est[j], k) for j, k in enumerate(ks)], on_batch)
+            c0, c1 = c0[keep], c1[keep]
+            seconds = (time.perf_counter() - t0) / len(members)
+            v = certificates.certify(spec.name, c0, c1, self.noise, alpha, norm)
+            for j, g in enumerate(keep):
+                yield _certificate(members[g], v, j, c0[j], c1[j], alpha, spec.name, norm, seconds, seed)
+
+    def certify_target(self, xs: torch.Tensor, n0: int, radius: float, n_max: int, alpha: float,
+                       batch_size: int | None = 1000, *, futility: str = "upper", futility_level: float = 0.01,
+                       seed: int | None = None, indices: Sequence[int] | None = None,
+                       generator: torch.Generator | None = None, norm: str | None = None,
+                       skip: Callable[[int], bool] | None = None,
+                       on_batch: Callable[[int], None] | None = None) -> Iterator[Certificate]:
+        """Decide "certified at `radius`?" with early stopping (the acceptance-radius use of 003): the selection
+        samples choose A; fresh samples are drawn in rounds (the looks of `bounds.sequential.UnionBound`) and each
+        input stops as soon as its anytime-valid lower bound on pA reaches the probability that certifies
+        `radius` (certified) or, by the `futility` rule, it is judged unable to (not part of the guarantee: a
+        futile input is just not certified). The bound is Clopper-Pearson at a fixed schedule of looks with alpha
+        split over them, valid under any data-dependent stopping (proof in bounds/sequential.py); re-checking a
+        fixed-n bound after every round would not be.
+
+        Yields one Certificate per input: radius = the radius of the best anytime lower bound when it stopped
+        (>= `radius` exactly when certified there; a smaller radius where the bound still certifies one), counts
+        = the estimation counts drawn, `samples` = how many.
+        """
+        from .bounds.sequential import CONTINUE, UnionBound, decide, target_probability
+        alpha = check_alpha(alpha)
+        check_count("n0", n0)
+        check_count("n_max", n_max)
+        spec, norm = certificates.resolve(None, self.noise, norm)
+        one_sided = "cohen" if self.noise.name == "gaussian" else "teng-binary"
+        schedule = UnionBound(alpha, n_max)
+        p0 = target_probability(self.noise, radius, norm)
+        seed = self._seed(seed, generator)
+        for sampler, chunk, members, keep in self.groups(xs, [n0, max(1, n_max // 10)], batch_size, indices, skip):
+            t0 = time.perf_counter()
+            G = len(members)
+            sel = self.streams(members, SELECTION, seed, generator, sampler.device)
+            c0 = sampler.counts(chunk, [Request(j, sel[j], n0) for j in range(G)], on_batch)
+            top = c0.argmax(axis=1)
+            est = self.streams(members, ESTIMATION, seed, generator, sampler.device)
+            c1 = np.zeros_like(c0)
+            best, t, live = np.zeros(G), 0, np.ones(G, dtype=bool)
+            for look in schedule.rounds():
+                alive = np.flatnonzero(live)
+                c1[alive] += sampler.counts(chunk, [Request(j, est[j], look - t) for j in alive], on_batch)
+                t = look
+                k = c1[alive, top[alive]]
+                best[alive] = np.maximum(best[alive], np.atleast_1d(schedule.lower(k, t)))
+                live[alive] = np.atleast_1d(decide(schedule, k, t, p0, futility, futility_level)) == CONTINUE
+                if not live.any():
+                    break
+            seconds = (time.perf_counter() - t0) / G
+            ok = best >= 0.5
+            radii = np.where(ok, self.noise.radius(best, norm), 0.0)
+            v = certificates.Verdict(np.where(ok, top, ABSTAIN), radii, best, np.full(G, np.nan), top,
+                                     np.where(ok, "", "pA_lower < 1/2").astype(object))
+            for j in keep:
+                yield _certificate(members[j], v, j, c0[j], c1[j], alpha, one_sided, norm, seconds, seed)
 
     # -- checks and the shared loop -----------------------------------------------------------------
     @staticmethod
@@ -297,6 +424,21 @@ class Smooth:
             counts = counts.reshape(len(members), len(stages), -1)[keep]
             seconds = (time.perf_counter() - t0) / len(members)
             yield [members[j] for j in keep], [counts[:, s] for s in range(len(stages))], seconds
+
+
+def _sizes(ns) -> list[int]:
+    """Sample sizes, checked, ascending and without repeats."""
+    ns = [ns] if isinstance(ns, int) else list(ns)
+    check(len(ns) > 0, "give at least one number of samples")
+    for n in ns:
+        check_count("n", n)
+    return sorted(set(int(n) for n in ns))
+
+
+def _certificate(index, v, j, c0, c1, alpha, name, norm, seconds, seed) -> Certificate:
+    """Row j of a Verdict as a Certificate."""
+    return Certificate(index, int(v.prediction[j]), float(v.radius[j]), float(v.p_lower[j]), float(v.p_upper[j]),
+                       c0, c1, alpha, name, norm, seconds, int(v.candidate[j]), str(v.reason[j]), seed)
 
 
 _GENERATOR_STREAMS: "weakref.WeakKeyDictionary[torch.Generator, Stream]" = weakref.WeakKeyDictionary()

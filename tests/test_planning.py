@@ -141,6 +141,7 @@ def write_run(path, p_true, n, alpha=0.001, rng=None, label_wrong=(), certificat
         rows.append({"idx": i, "label": label, "predict": int(v.prediction[0]), "radius": repr(float(v.radius[0])),
                      "correct": int(v.prediction[0] == label), "time": "0:00:00", "noise": "gaussian", "scale": 0.25,
                      "certificate": certificate, "norm": "l2", "alpha": alpha, "n0": 100, "n": n, "seed": 0,
+                     "mode": "fixed", "model": "sha256:0", "samples": n,
                      "pA_lower": repr(float(v.p_lower[0])), "pB_upper": "nan", "num_classes": 2,
                      "counts_selection": encode_counts(sel), "counts": encode_counts(est)})
     write_all(str(path), CERTIFY_COLUMNS, rows)
@@ -187,16 +188,18 @@ def test_load_run_refuses_what_it_cannot_predict(tmp_path):
     with pytest.raises(SmoothcertError, match="^[^(]*certificate 'margin' is not the one-sided"):
         P.load_run(str(tmp_path / "margin.tsv"))
     rows = write_run(tmp_path / "mixed.tsv", [0.9, 0.8], 1000)
-    rows[1]["n"] = 2000
+    rows[1]["n"] = rows[1]["samples"] = 2000
+    rows[1]["counts"] = "0:1000,1:1000"
     write_all(str(tmp_path / "mixed.tsv"), CERTIFY_COLUMNS, rows)
     with pytest.raises(SmoothcertError, match="varies"):
         P.load_run(str(tmp_path / "mixed.tsv"))
-    rows[1]["n"], rows[1]["counts"] = 1000, "1:x"
+    rows[1]["n"] = rows[1]["samples"] = 1000
+    rows[1]["counts"] = "1:x"
     write_all(str(tmp_path / "bad.tsv"), CERTIFY_COLUMNS, rows)
-    with pytest.raises(SmoothcertError, match="malformed"):
+    with pytest.raises(SmoothcertError, match="line 3: a count in counts must be an integer"):
         P.load_run(str(tmp_path / "bad.tsv"))
     (tmp_path / "other.tsv").write_text("idx\tlabel\n0\t1\n")
-    with pytest.raises(SmoothcertError, match="not a certify results file"):
+    with pytest.raises(SmoothcertError, match="not a smoothcert results file of this kind"):
         P.load_run(str(tmp_path / "other.tsv"))
 
 
