@@ -188,13 +188,18 @@ def _reference_log_capital(x, batches, n, alpha, grid, c=0.5):
     return np.array(best_p), np.array(best_m)
 
 
-@pytest.mark.parametrize("owner_layout", ["rows", "interleaved"])
+@pytest.mark.parametrize("owner_layout", ["rows", "interleaved", "one batch in blocks"])
 def test_betting_matches_per_sample_reference(owner_layout):
     rng = np.random.default_rng(7)
     n, alpha, grid = 24, 0.1, probit_grid(41)
     x = rng.beta(2, 3, size=(3, n))
-    bt = Betting(3, n, alpha, grid=grid)
-    for s in range(0, n, 8):                                     # three batches of 8 per row
+    bt = Betting(3, n, alpha, grid=grid, block=8)
+    if owner_layout == "one batch in blocks":                   # one update, bets refreshed every 8 values
+        order = rng.permutation(3 * n)
+        values, owner = x.reshape(-1)[order], np.repeat(np.arange(3), n)[order]
+        x = np.stack([values[owner == r] for r in range(3)])     # each row's values in arrival order
+        bt.update(values, owner)
+    for s in range(0, n, 8) if owner_layout != "one batch in blocks" else []:   # three batches of 8 per row
         if owner_layout == "rows":
             bt.update(x[:, s:s + 8])
         else:                                                    # the engine's layout: owners mixed in a batch

@@ -143,13 +143,14 @@ class Betting:
         K-(m) = prod_i (1 - lam-_i(m) (X_i - m)),   lam-_i(m) = min(lam_i, c / (1 - m))    (bets the mean is < m)
 
     with c = 1/2 and lam_i = sqrt(2 ln(1/alpha) / (n s^2)), where s^2 = (1/4 + sum (X - Xbar)^2) / (t + 1) over
-    the t values of the row's PREVIOUS batches (WSR's predictable plug-in for a fixed n, with their prior 1/4).
+    the t values of the row's PREVIOUS blocks (WSR's predictable plug-in for a fixed n, with their prior 1/4).
 
-    Why the bounds hold. Within a batch every value of a row gets the same bet, fixed before the batch was seen,
-    so lam_i depends only on X_1..X_{i-1}: predictable. Under E[X] = m each factor has conditional mean 1 and
+    Why the bounds hold. Every value of a row in one block gets the same bet, fixed from the row's earlier
+    blocks only (blocks are taken in the order the values arrive, never by value), so lam_i depends only on
+    X_1..X_{i-1}: predictable. Under E[X] = m each factor has conditional mean 1 and
     is > 0 (c < 1), so K+(m) and K-(m) are nonnegative martingales and, by Ville's inequality,
     P(sup_t K+_t(mu) >= 1/alpha) <= alpha at the true mean mu. Hence {m : sup_t K+_t(m) >= 1/alpha} excludes mu
-    with probability >= 1 - alpha; the running maximum over batches is used (Ville covers every time at once).
+    with probability >= 1 - alpha; the running maximum over blocks is used (Ville covers every time at once).
     Grid: each factor of K+ is nonincreasing in m (for m <= c/lam it is 1 + lam (X - m); above, 1 - c + c X/m),
     so the rejected set is an interval [0, L*]. `lower` returns the largest grid point g whose grid prefix
     [0, g] is all rejected: g <= L* < mu, so taking the grid point loses at most one grid step and never
@@ -166,13 +167,15 @@ class Betting:
             shared by all rows, or a (rows, points) array of per-row grids (see `centred_grid`).
         low, high: the range of the values.
         device: where the capital is kept (torch device); values may be numpy or torch.
-        chunk: values per block when evaluating the (values x grid) log factors, to bound memory.
+        block: a row's values in one `update` are bet on in blocks of this many, in the order given, with the
+            bets refreshed between blocks (so a single engine batch of 1,000 values of one input still adapts).
+        chunk: values per piece when evaluating the (values x grid) log factors, to bound memory.
     """
 
     C = 0.5
 
     def __init__(self, rows: int, n: int, alpha: float, grid=DEFAULT_GRID, low: float = 0.0, high: float = 1.0,
-                 device="cpu", chunk: int = 4096):
+                 device="cpu", block: int = 16, chunk: int = 4096):
         check(isinstance(rows, int) and rows >= 1, f"rows must be an integer >= 1, got {rows!r}")
         check(isinstance(n, int) and n >= 1, f"n must be an integer >= 1, got {n!r}")
         self.alpha = check_alpha(alpha)
@@ -187,18 +190,19 @@ class Betting:
         with np.errstate(divide="ignore"):
             self._cap_plus = torch.as_tensor(self.C / g, device=self.device)            # c / m (inf at 0)
             self._cap_minus = torch.as_tensor(self.C / (1 - g), device=self.device)     # c / (1 - m)
-        self.rows, self.n, self.chunk = rows, n, int(chunk)
+        check(isinstance(block, int) and block >= 1, f"block must be an integer >= 1, got {block!r}")
+        self.rows, self.n, self.block, self.chunk = rows, n, block, int(chunk)
         z = dict(dtype=torch.float64, device=self.device)
         self.count = torch.zeros(rows, **z)
         self.total = torch.zeros(rows, **z)
         self.squares = torch.zeros(rows, **z)
         self.log_plus = torch.zeros((rows, g.shape[1]), **z)
         self.log_minus = torch.zeros_like(self.log_plus)
-        self.best_plus = torch.zeros_like(self.log_plus)      # running maxima over batches (Ville)
+        self.best_plus = torch.zeros_like(self.log_plus)      # running maxima over blocks (Ville)
         self.best_minus = torch.zeros_like(self.log_plus)
 
     def bets(self) -> torch.Tensor:
-        """lam for each row's next batch, from its previous batches only."""
+        """lam for each row's next block, from its previous blocks only."""
         t = self.count
         ss = torch.where(t > 0, self.squares - self.total ** 2 / t.clamp(min=1), torch.zeros_like(t)).clamp(min=0)
         var = (0.25 + ss) / (t + 1)                    # WSR §4 predictable plug-in variance, prior 1/4
@@ -224,10 +228,20 @@ class Betting:
               f"values must lie in [{self.low:g}, {self.high:g}]")
         check(int(owner.min()) >= 0 and int(owner.max()) < self.rows, "owner out of range")
         x = (x - self.low) / self.width
+        # each row's values in blocks of `block`, in the order given, bets refreshed between blocks
+        owner, order = torch.sort(owner, stable=True)
+        x = x[order]
+        first = torch.searchsorted(owner, owner, right=False)
+        block = (torch.arange(len(owner), device=self.device) - first) // self.block
+        for j in range(int(block.max()) + 1):
+            take = block == j
+            self._step(x[take], owner[take])
+
+    def _step(self, x: torch.Tensor, owner: torch.Tensor) -> None:
         lam = self.bets()[:, None]
-        lam_plus = torch.minimum(lam, self._cap_plus)          # (rows, G): this batch's bets
+        lam_plus = torch.minimum(lam, self._cap_plus)          # (rows, G): this block's bets
         lam_minus = torch.minimum(lam, self._cap_minus)
-        rows = torch.unique(owner)
+        rows = torch.unique_consecutive(owner)
         if len(rows) <= 8:                                     # the engine's usual case: a few inputs per batch
             for r in rows.tolist():
                 d = x[owner == r][:, None] - self._row(self.grid, r)[None, :]
