@@ -218,6 +218,25 @@ def test_betting_matches_per_sample_reference(owner_layout):
             assert bt.upper(a)[r] == (grid[len(grid) - k] if k else 1.0)
 
 
+def test_betting_block_schedule_matches_reference():
+    """One update of 600 values: 16 blocks of 4, then 16 blocks per doubling (boundaries computed here as
+    ceil(64 * 2^(k/16))), with the bets refreshed and the running maximum taken at every boundary."""
+    x = np.random.default_rng(3).beta(3, 2, size=600)
+    grid = probit_grid(11)
+    bt = Betting(1, 600, 0.05, grid=grid, block=4)
+    bt.update(x[None, :])
+    bounds = [4 * k for k in range(16)] + [math.ceil(64 * 2 ** (k / 16)) for k in range(200)]
+    bounds = sorted(set(b for b in bounds if b < 600)) + [600]
+    ref_p, ref_m = _reference_log_capital(x, np.diff(bounds), 600, 0.05, grid)
+    np.testing.assert_allclose(bt.best_plus[0].numpy(), ref_p, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(bt.best_minus[0].numpy(), ref_m, rtol=1e-10, atol=1e-10)
+    one = Betting(1, 600, 0.05, grid=grid, block=4, sides="lower")
+    one.update(x[None, :])
+    assert one.lower(0.05)[0] == bt.lower(0.05)[0]
+    with pytest.raises(SmoothcertError):
+        one.upper(0.05)
+
+
 def test_betting_grid_point_is_below_the_continuous_bound_and_within_one_step():
     """The exact lower bound L* = sup{m : max_t K+_t(m) >= 1/alpha} (bisection on the reference capital):
     the grid answer is <= L* and the next grid point is > L* (it loses at most one step)."""

@@ -167,15 +167,17 @@ class Betting:
             shared by all rows, or a (rows, points) array of per-row grids (see `centred_grid`).
         low, high: the range of the values.
         device: where the capital is kept (torch device); values may be numpy or torch.
-        block: a row's values in one `update` are bet on in blocks of this many, in the order given, with the
-            bets refreshed between blocks (so a single engine batch of 1,000 values of one input still adapts).
+        block: a row's values are bet on in blocks, in the order given, with the bets refreshed between blocks
+            (also inside one `update`, so one engine batch of 1,000 values of an input still adapts): 16 blocks
+            of `block` values, then 16 blocks per doubling of the row's count (about 4 % of it each).
+        sides: "both", or only "lower" (K+) or "upper" (K-) when one bound is all that is read (half the cost).
         chunk: values per piece when evaluating the (values x grid) log factors, to bound memory.
     """
 
     C = 0.5
 
     def __init__(self, rows: int, n: int, alpha: float, grid=DEFAULT_GRID, low: float = 0.0, high: float = 1.0,
-                 device="cpu", block: int = 16, chunk: int = 4096):
+                 device="cpu", block: int = 16, sides: str = "both", chunk: int = 4096):
         check(isinstance(rows, int) and rows >= 1, f"rows must be an integer >= 1, got {rows!r}")
         check(isinstance(n, int) and n >= 1, f"n must be an integer >= 1, got {n!r}")
         self.alpha = check_alpha(alpha)
@@ -191,6 +193,8 @@ class Betting:
             self._cap_plus = torch.as_tensor(self.C / g, device=self.device)            # c / m (inf at 0)
             self._cap_minus = torch.as_tensor(self.C / (1 - g), device=self.device)     # c / (1 - m)
         check(isinstance(block, int) and block >= 1, f"block must be an integer >= 1, got {block!r}")
+        check(sides in ("both", "lower", "upper"), f"sides must be both, lower or upper, got {sides!r}")
+        self.plus, self.minus = sides in ("both", "lower"), sides in ("both", "upper")
         self.rows, self.n, self.block, self.chunk = rows, n, block, int(chunk)
         z = dict(dtype=torch.float64, device=self.device)
         self.count = torch.zeros(rows, **z)
@@ -228,14 +232,23 @@ class Betting:
               f"values must lie in [{self.low:g}, {self.high:g}]")
         check(int(owner.min()) >= 0 and int(owner.max()) < self.rows, "owner out of range")
         x = (x - self.low) / self.width
-        # each row's values in blocks of `block`, in the order given, bets refreshed between blocks
+        # each row's values in blocks, in the order given, bets refreshed between blocks (see `block`)
         owner, order = torch.sort(owner, stable=True)
         x = x[order]
         first = torch.searchsorted(owner, owner, right=False)
-        block = (torch.arange(len(owner), device=self.device) - first) // self.block
-        for j in range(int(block.max()) + 1):
-            take = block == j
+        index = self.count[owner].long() + torch.arange(len(owner), device=self.device) - first
+        key = self._block_key(index)
+        local = key - key[first]
+        for j in range(int(local.max()) + 1):
+            take = local == j
             self._step(x[take], owner[take])
+
+    def _block_key(self, index: torch.Tensor) -> torch.Tensor:
+        """Block number of a row's value number `index` (0-based): blocks of `block` values up to 16 blocks,
+        then 16 blocks per doubling of the index (each about 4 % of the values so far)."""
+        b = self.block
+        late = 16 + torch.floor(16 * torch.log2(index.clamp(min=16 * b).double() / (16 * b))).long()
+        return torch.where(index < 16 * b, index // b, late)
 
     def _step(self, x: torch.Tensor, owner: torch.Tensor) -> None:
         lam = self.bets()[:, None]
@@ -245,15 +258,19 @@ class Betting:
         if len(rows) <= 8:                                     # the engine's usual case: a few inputs per batch
             for r in rows.tolist():
                 d = x[owner == r][:, None] - self._row(self.grid, r)[None, :]
-                self.log_plus[r] += torch.log1p(lam_plus[r] * d).sum(0)       # WSR §4 capital, log scale
-                self.log_minus[r] += torch.log1p(-lam_minus[r] * d).sum(0)
+                if self.plus:
+                    self.log_plus[r] += torch.log1p(lam_plus[r] * d).sum(0)       # WSR §4 capital, log scale
+                if self.minus:
+                    self.log_minus[r] += torch.log1p(-lam_minus[r] * d).sum(0)
         else:
             for s in range(0, x.numel(), self.chunk):
                 xs, os = x[s:s + self.chunk], owner[s:s + self.chunk]
                 d = xs[:, None] - self._row(self.grid, os)
                 # index_put_ with accumulate: the same sum as index_add_, which is far slower on CPU in 2-D
-                self.log_plus.index_put_((os,), torch.log1p(lam_plus[os] * d), accumulate=True)
-                self.log_minus.index_put_((os,), torch.log1p(-lam_minus[os] * d), accumulate=True)
+                if self.plus:
+                    self.log_plus.index_put_((os,), torch.log1p(lam_plus[os] * d), accumulate=True)
+                if self.minus:
+                    self.log_minus.index_put_((os,), torch.log1p(-lam_minus[os] * d), accumulate=True)
         torch.maximum(self.best_plus, self.log_plus, out=self.best_plus)
         torch.maximum(self.best_minus, self.log_minus, out=self.best_minus)
         self.count.index_add_(0, owner, torch.ones_like(x))
@@ -265,6 +282,7 @@ class Betting:
 
     def lower(self, alpha: float) -> np.ndarray:
         """(rows,) lower (1 - alpha) confidence bounds on the means (`low` for a row with no values)."""
+        check(self.plus, "this accumulator tracks only the upper side")
         rejected = (self.best_plus >= math.log(1 / check_alpha(alpha))).cpu().numpy()
         prefix = np.cumprod(rejected, axis=1).sum(axis=1)       # grid points 0..prefix-1 all rejected
         g = self._grid()[np.arange(self.rows), np.maximum(prefix - 1, 0)]
@@ -272,6 +290,7 @@ class Betting:
 
     def upper(self, alpha: float) -> np.ndarray:
         """(rows,) upper (1 - alpha) confidence bounds on the means (`high` for a row with no values)."""
+        check(self.minus, "this accumulator tracks only the lower side")
         rejected = (self.best_minus >= math.log(1 / check_alpha(alpha))).cpu().numpy()[:, ::-1]
         suffix = np.cumprod(rejected, axis=1).sum(axis=1)       # the last `suffix` grid points all rejected
         g = self._grid()[np.arange(self.rows), self.log_plus.shape[1] - np.maximum(suffix, 1)]
