@@ -122,8 +122,8 @@ def bin_index(values, measure: str = "score", bins: int = BINS):
     """Bin k of each value: e_k <= value < e_{k+1} (the last bin is closed), compared against the SAME edges the
     bounds use. numpy array in, numpy out; torch tensor in, torch out (for the engine: torch.bucketize)."""
     inner = histogram_edges(measure, bins)[1:-1]
-    if isinstance(values, torch.Tensor):
-        return torch.bucketize(values, torch.as_tensor(inner, dtype=values.dtype, device=values.device), right=True)
+    if isinstance(values, torch.Tensor):          # compared in float64, as the bounds read the edges
+        return torch.bucketize(values.double(), torch.as_tensor(inner, device=values.device), right=True)
     return np.searchsorted(inner, np.asarray(values, dtype=np.float64), side="right")
 
 

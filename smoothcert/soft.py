@@ -130,18 +130,32 @@ def soft_lipschitz(sums_selection, sums, squares, n, noise, alpha: float, norm: 
 
 def soft_betting(sums_selection, betting_a, betting_other, noise, alpha: float, norm: str = "l2",
                  mode: str = "margin") -> Verdict:
-    """Betting bounds (Waudby-Smith & Ramdas 2023; bounds.Betting) on E_A and on E[max_{c != A} F_c], read from
-    two accumulators the engine fed with, per fresh sample, the score of A (chosen on the selection sums before
-    the estimation stage) and the largest other score. E[max_{c != A} F_c] >= max_{c != A} E_c, so its upper
-    bound bounds every other class at once (one bound, no union). alpha split as in the module doc: lower(alpha/2)
-    and upper(alpha/2) in 'margin' mode, lower(alpha) in 'one-sided' mode.
-    sums_selection: (G, K) selection sums (to name A); betting_a, betting_other: bounds.Betting with G rows."""
+    """Betting bounds (Waudby-Smith & Ramdas 2023; bounds.Betting) read from accumulators the engine fed during
+    the estimation stage, A having been chosen on the selection sums first:
+
+        betting_a      G rows: per fresh sample, the score of A (sides "lower" suffices);
+        betting_other  either G rows: per sample, the largest score of the other classes, max_{c != A} F_c,
+                       whose mean E[max_{c != A} F_c] >= max_{c != A} E_c bounds every other class at once;
+                       or G * K rows (row g * K + c: the score of class c of input g): one bound per class, the
+                       max over c != A taken here (K times the cost, tighter: no Jensen gap) (sides "upper").
+
+    alpha split as in the module doc: lower(alpha/2) and upper(alpha/2) in 'margin' mode, lower(alpha) in
+    'one-sided' mode. Tune the accumulators' bets at that level.
+    sums_selection: (G, K) selection sums (to name A)."""
     alpha = check_alpha(alpha)
-    c_a = choose(sums_selection)
-    check(betting_a.rows == len(c_a) and (mode == "one-sided" or betting_other.rows == len(c_a)),
-          "the betting accumulators need one row per input")
+    sel = np.atleast_2d(np.asarray(sums_selection, dtype=np.float64))
+    c_a = choose(sel)
+    G, K = sel.shape
+    check(betting_a.rows == G, "betting_a needs one row per input")
     level = alpha if mode == "one-sided" else alpha / 2
-    p_other = np.nan if mode == "one-sided" else betting_other.upper(level)
+    p_other = np.nan
+    if mode == "margin":
+        check(betting_other.rows in (G, G * K), "betting_other needs one row per input or per input and class")
+        p_other = betting_other.upper(level)
+        if betting_other.rows == G * K:
+            per_class = p_other.reshape(G, K).copy()
+            per_class[np.arange(G), c_a] = -np.inf
+            p_other = per_class.max(axis=1)
     return from_bounds(c_a, betting_a.lower(level), p_other, noise, norm, mode)
 
 

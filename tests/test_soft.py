@@ -128,6 +128,12 @@ def test_soft_betting_reads_the_accumulators():
     np.testing.assert_allclose(v.p_lower, a.lower(0.005))
     np.testing.assert_allclose(v.p_upper, np.minimum(other.upper(0.005), 1 - a.lower(0.005)))
     np.testing.assert_allclose(v.radius, Gaussian(0.25).margin_radius(v.p_lower, v.p_upper))
+    per_class = Betting(2 * 3, 300, 0.005)                      # row g * K + c: class c of input g
+    per_class.update(x.transpose(0, 2, 1).reshape(6, 300))
+    w = soft.soft_betting(x_sel.sum(1), a, per_class, Gaussian(0.25), 0.01)
+    up = per_class.upper(0.005).reshape(2, 3)
+    up[np.arange(2), c_a] = -np.inf
+    np.testing.assert_allclose(w.p_upper, np.minimum(up.max(1), 1 - a.lower(0.005)))
 
 
 @pytest.mark.parametrize("call", [
@@ -190,6 +196,18 @@ def _betting(sel, x, n, noise, alpha, mode="margin"):
     return soft.soft_betting(sel, a, other, noise, alpha, mode=mode)
 
 
+def _betting_per_class(sel, x, n, noise, alpha):
+    G, K = sel.shape
+    level = alpha / 2
+    a, other = Betting(G, n, level, grid=256, sides="lower"), Betting(G * K, n, level, grid=256, sides="upper")
+    c_a = soft.choose(sel)
+    for s in range(0, n, 50):
+        batch = x[:, s:s + 50]
+        a.update(batch[np.arange(G), :, c_a])
+        other.update(batch.transpose(0, 2, 1).reshape(G * K, -1))
+    return soft.soft_betting(sel, a, other, noise, alpha)
+
+
 CERTIFICATES = {
     "hoeffding": _from_sums(soft.soft_hoeffding),
     "bernstein": _from_sums(soft.soft_bernstein),
@@ -248,9 +266,10 @@ def _multiclass_failures(certificate, seed, n0=10, n=2000, alpha=0.1):
     return int(np.sum((v.prediction != ABSTAIN) & wrong)), p
 
 
-@pytest.mark.parametrize("name", ["hoeffding", "bernstein", "betting"])
+@pytest.mark.parametrize("name", ["hoeffding", "bernstein", "betting", "betting-per-class"])
 def test_soft_bounds_sound_with_many_classes(name):
-    fails, p = _multiclass_failures(CERTIFICATES[name], seed=11, n=2000 if name != "betting" else 200)
+    certificate = _betting_per_class if name == "betting-per-class" else CERTIFICATES[name]
+    fails, p = _multiclass_failures(certificate, seed=11, n=2000 if not name.startswith("betting") else 200)
     assert_sound(fails, p)
 
 

@@ -114,7 +114,7 @@ def probit_grid(points: int, z_max: float = 6.0) -> np.ndarray:
     return np.concatenate([[0.0], ndtr(np.linspace(-z_max, z_max, points - 2)), [1.0]])
 
 
-def centred_grid(guess_low, guess_high=None, points: int = 1024, coarse: int = 128, pad: float = 0.75) -> np.ndarray:
+def centred_grid(guess_low, guess_high=None, points: int = 1024, coarse: int = 128, pad: float = 1.5) -> np.ndarray:
     """(rows, points) per-row grids: `coarse` points of `probit_grid` plus the rest evenly spaced in z on
     [Phi^-1(guess_low) - pad, Phi^-1(guess_high) + pad], where the bound is expected (e.g. around the mean of
     the SELECTION samples: a grid fixed before the estimation samples are drawn keeps every guarantee, see
