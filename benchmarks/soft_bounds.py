@@ -114,7 +114,8 @@ def histogram(args):
 
 
 def thresholds(args):
-    """CDF radius with 100, 1,000 and all thresholds against the baseline (Thm 1, Hoeffding)."""
+    """CDF radius with 100, 1,000 and all (<= 10^4) equal-count thresholds, and with 16 or 128 equal-width bins,
+    against the baseline (Thm 1, Hoeffding)."""
     rng = np.random.default_rng(2)
     sigma, cs = 0.25, np.array([0.5, 0.7, 0.9])
     print(f"sigma = {sigma}, alpha = {args.alpha}; mean radius over {args.reps} draws for c in {list(cs)}")
@@ -125,6 +126,9 @@ def thresholds(args):
             out = f"{name:>11} m={m:>6}: baseline {cf.baseline_radius(x.sum(1), m, cs, sigma, args.alpha).mean(0).round(4)}"
             for t in (100, 1_000, 10_000):
                 out += f" | T={t}: {cf.cdf_radius(cf.layers_from_samples(x, num_thresholds=t), cs, sigma, args.alpha).mean(0).round(4)}"
+            for bins in (16, 128):                      # equal-WIDTH bins: every bin edge a threshold
+                layers = cf.layers_from_histogram(cf.histogram(x, bins=bins))
+                out += f" | {bins} bins: {cf.cdf_radius(layers, cs, sigma, args.alpha).mean(0).round(4)}"
             print(out)
 
 

@@ -266,11 +266,10 @@ class Betting:
             for s in range(0, x.numel(), self.chunk):
                 xs, os = x[s:s + self.chunk], owner[s:s + self.chunk]
                 d = xs[:, None] - self._row(self.grid, os)
-                # index_put_ with accumulate: the same sum as index_add_, which is far slower on CPU in 2-D
                 if self.plus:
-                    self.log_plus.index_put_((os,), torch.log1p(lam_plus[os] * d), accumulate=True)
+                    self.log_plus.index_add_(0, os, torch.log1p(lam_plus[os] * d))
                 if self.minus:
-                    self.log_minus.index_put_((os,), torch.log1p(-lam_minus[os] * d), accumulate=True)
+                    self.log_minus.index_add_(0, os, torch.log1p(-lam_minus[os] * d))
         torch.maximum(self.best_plus, self.log_plus, out=self.best_plus)
         torch.maximum(self.best_minus, self.log_minus, out=self.best_minus)
         self.count.index_add_(0, owner, torch.ones_like(x))
