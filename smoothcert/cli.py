@@ -107,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     _selection_args(p)
     p.add_argument("--n", type=int, default=10_000, help="samples (default 10000)")
 
+    p = sub.add_parser("bench-latency", help="the most noisy samples that certify one input within a time budget, "
+                                             "and the ACR expected at that n (002 §3)")
+    _common_model_args(p)
+    p.add_argument("--model", required=True, help="as for certify")
+    p.add_argument("--weights", help="as for certify")
+    p.add_argument("--trust-model", action="store_true", help="as for certify")
+    p.add_argument("--amp", nargs="?", const="fp16", choices=("fp16", "bf16"), help="as for certify")
+    p.add_argument("--budget-ms", type=float, default=40.0, help="time budget for one input, ms (default 40)")
+    p.add_argument("--n0", type=int, default=100, help="selection samples, part of the budget (default 100)")
+    p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
+    p.add_argument("--index", type=int, default=0, help="the input that is timed (default 0)")
+    p.add_argument("--repeats", type=int, default=15, help="timed calls per n (default 15)")
+    p.add_argument("--results", help="a fixed-n certify TSV of this model (large n): predict the ACR at the chosen n")
+
     p = sub.add_parser("train", help="train a base classifier under noise")
     _common_model_args(p, train=True)
     p.add_argument("--arch", default="digits-cnn", help="built-in architecture (digits-cnn, cifar-resnet20, ...)")
@@ -253,6 +267,39 @@ def cmd_predict(args) -> None:
     print(f"{written} rows written to {args.out} ({len(indices) - written} were already there)")
 
 
+def cmd_bench_latency(args) -> None:
+    from . import planning
+    from .data import load_data
+    from .models import load_model
+    from .run import bench_latency, resolve_device
+    from .smooth import Smooth
+    noise = _noise(args)
+    alpha = check_alpha(args.alpha)
+    check_count("--n0", args.n0)
+    run = planning.load_run(args.results) if args.results else None     # a bad file fails before any timing
+    device = resolve_device(args.device)
+    data = load_data(args.data, args.split)
+    check(0 <= args.index < len(data), f"--index {args.index} is out of range (0..{len(data) - 1})")
+    model = load_model(args.model, args.weights, device, trust=args.trust_model, num_classes=data.num_classes,
+                       in_channels=data.x.shape[1])
+    smoothed = Smooth(model, noise, device=device, amp=args.amp)
+    table, n = bench_latency(smoothed, data.x[args.index], n0=args.n0, alpha=alpha, budget_ms=args.budget_ms,
+                             repeats=args.repeats)
+    print(f"one input on {device}: n0 = {args.n0} + n estimation samples, forward passes in one batch")
+    print(f"{'n':>9}  {'median ms':>9}  {'p90 ms':>7}")
+    for t in table:
+        print(f"{t.n:>9}  {t.median_ms:>9.2f}  {t.p90_ms:>7.2f}" + ("  <- chosen" if t.n == n else ""))
+    print(f"the largest n within {args.budget_ms:g} ms (median): {n}")
+    if run is not None and n > 0:
+        pred = planning.predict(run, [n, run.n])
+        print(f"ACR expected at n = {n} from {args.results}: {pred.acr[0]:.4f} (at the run's n = {run.n}: "
+              f"{pred.acr[1]:.4f}, measured {run.acr:.4f})")
+    elif n > 0:
+        cells = ", ".join(f"pA={p:g}: {float(planning.expected_radius(p, n, alpha, noise)):.3f}"
+                          for p in (0.9, 0.99, 0.999))
+        print(f"expected radius at n = {n}: {cells} (give --results for the ACR of a run)")
+
+
 def cmd_train(args) -> None:
     import torch
 
@@ -377,7 +424,7 @@ def cmd_plan(args) -> None:
 
 
 COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "recertify": cmd_recertify,
-            "analyze": cmd_analyze, "demo": cmd_demo}
+            "analyze": cmd_analyze, "demo": cmd_demo, "bench-latency": cmd_bench_latency}
 COMMANDS["plan"] = cmd_plan
 
 

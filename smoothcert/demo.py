@@ -1,19 +1,29 @@
 """The built-in end-to-end job on scikit-learn's handwritten digits (shipped with scikit-learn, no download):
 train a small CNN under Gaussian noise at sigma = 0.25 and 0.5 and under Laplace noise of the same variance as
 sigma = 0.25, certify the whole test split, re-certify the stored counts with every other certificate, and print
-l2 and l1 certified-accuracy tables with the ACR, and plots. Running it again reuses the models and resumes."""
+l2 and l1 certified-accuracy tables with the ACR, and plots; then sample efficiency: the sigma = 0.25 run at
+several n from one nested pass beside the predicted values, and early stopping at target radii. Running it
+again reuses the models and resumes."""
 from __future__ import annotations
 
 import os
 import time
 
+import numpy as np
 import torch
 
-from .analysis import load_results, plot_certified_accuracy, summary_table
+from .analysis import (
+    average_certified_radius,
+    certified_accuracy,
+    load_results,
+    plot_certified_accuracy,
+    summary_table,
+)
 from .data import load_data
 from .models import build, load_model, save_model
 from .noises import Gaussian, Laplace
-from .run import certify_dataset, recertify, resolve_device
+from .results import read_table
+from .run import certify_dataset, nested_paths, recertify, resolve_device
 from .smooth import Smooth
 from .train import accuracy, train
 
@@ -21,6 +31,9 @@ SIGMAS = (0.25, 0.5)
 L2_CERTIFICATES = ("margin", "best")      # recomputed from the sigma = 0.25 run's counts (exact-margin: ~0.1 s an input)
 L1_CERTIFICATES = ("teng-binary", "lecuyer")              # recomputed from the Laplace run's counts
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0]
+NESTED = (100, 1000)                      # the first sigma is also certified at these n, in the same pass
+EFFICIENCY_RADII = (0.25, 0.5)
+TARGET_RADII = (0.25, 0.5)                # early stopping: certified at r0?
 
 
 def _model(out_dir, tag, noise, train_set, test_set, epochs, seed, device):
@@ -51,15 +64,18 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
     everyone = list(range(len(test_set)))
     print(f"digits: {len(train_set)} training and {len(test_set)} test images of 8x8 pixels in [0, 1]; device {device}")
 
-    def certify(noise, model, tag):
+    def certify(noise, model, tag, ns=(n,)):
         out = os.path.join(out_dir, f"certify_{tag}.tsv")
-        print(f"  certifying {len(test_set)} test images: n0={n0}, n={n}, alpha={alpha} -> {out}")
-        certify_dataset(Smooth(model, noise, device=device), test_set, everyone, out, n0=n0, n=n, alpha=alpha,
+        outs = nested_paths(out, ns) if len(ns) > 1 else [out]
+        print(f"  certifying {len(test_set)} test images: n0={n0}, n={','.join(map(str, ns))}, alpha={alpha} -> "
+              f"{', '.join(outs)}")
+        certify_dataset(Smooth(model, noise, device=device), test_set, everyone, out, n0=n0, n=list(ns), alpha=alpha,
                         batch_size=1000, seed=seed, progress=progress)
-        return out
+        return outs[-1]
 
-    gaussian = [certify(Gaussian(s), _model(out_dir, f"sigma{s}", Gaussian(s), train_set, test_set, epochs, seed,
-                                            device), f"sigma{s}") for s in SIGMAS]
+    models = {s: _model(out_dir, f"sigma{s}", Gaussian(s), train_set, test_set, epochs, seed, device) for s in SIGMAS}
+    nested = [m for m in NESTED if m < n] + [n]          # one pass gives the first sigma's run at every n
+    gaussian = [certify(Gaussian(s), models[s], f"sigma{s}", nested if s == SIGMAS[0] else (n,)) for s in SIGMAS]
     laplace_noise = Laplace.matching(SIGMAS[0])
     tag = f"laplace{laplace_noise.lam:.4g}"
     laplace = certify(laplace_noise, _model(out_dir, tag, laplace_noise, train_set, test_set, epochs, seed, device), tag)
@@ -81,5 +97,39 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
         plot = plot_certified_accuracy(results, os.path.join(out_dir, f"certified_accuracy_{norm}.png"),
                                        title=f"digits: certified accuracy, {norm} radius")
         print(f"plot: {plot}")
-    print(f"\nresults: {', '.join(l2 + l1)}\ndone in {time.perf_counter() - t0:.0f}s")
-    return l2 + l1
+    efficiency = _sample_efficiency(out_dir, models[SIGMAS[0]], test_set, everyone, gaussian[0], nested, n0, n, alpha,
+                                    seed, device, progress)
+    print(f"\nresults: {', '.join(l2 + l1 + efficiency)}\ndone in {time.perf_counter() - t0:.0f}s")
+    return l2 + l1 + efficiency
+
+
+def _sample_efficiency(out_dir, model, test_set, everyone, fixed, nested, n0, n, alpha, seed, device, progress):
+    """The digits model at sigma = 0.25: the nested-n table with 003's prediction beside it, and early stopping
+    at a target radius against the fixed-n run."""
+    from . import planning
+    from .analysis import load_results
+    noise = Gaussian(SIGMAS[0])
+    print(f"\nsample efficiency (sigma={SIGMAS[0]}): the runs at n = {', '.join(map(str, nested))} came from one "
+          "nested pass; predicted = the expected value at each input's pA estimated from the largest-n run")
+    run = planning.load_run(fixed)
+    pred = planning.predict(run, nested, EFFICIENCY_RADII)
+    print(f"{'n':>7}  {'ACR':>6}  {'predicted':>9}  " + "  ".join(f"{f'r={r:g}':>6}  {'pred':>5}" for r in EFFICIENCY_RADII))
+    for j, m in enumerate(nested):
+        res = load_results(fixed.replace(f"_n{n}.tsv", f"_n{m}.tsv"))
+        acc = certified_accuracy(res, EFFICIENCY_RADII)
+        print(f"{m:>7}  {average_certified_radius(res):>6.3f}  {pred.acr[j]:>9.3f}  " + "  ".join(
+            f"{100 * a:>6.1f}  {100 * p:>5.1f}" for a, p in zip(acc, pred.certified_accuracy[j])))
+    outs = []
+    fixed_res = load_results(fixed)
+    for r0 in TARGET_RADII:
+        out = os.path.join(out_dir, f"certify_sigma{SIGMAS[0]}_target{r0:g}.tsv")
+        certify_dataset(Smooth(model, noise, device=device), test_set, everyone, out, n0=n0, n=n, alpha=alpha,
+                        batch_size=1000, seed=seed, n_max=n, target_radius=r0, progress=progress)
+        res = load_results(out)
+        samples = np.array([int(row["samples"]) for _, row in read_table(out, ("samples",))])
+        got, ref = (float(certified_accuracy(x, [r0])[0]) for x in (res, fixed_res))
+        print(f"early stopping at r0 = {r0:g} (n_max = {n}): certified accuracy at r0 {100 * got:.1f}% (fixed n = {n}: "
+              f"{100 * ref:.1f}%), {samples.mean():,.0f} estimation samples an input on average (median "
+              f"{np.median(samples):,.0f}): {n / samples.mean():.0f}x fewer -> {out}")
+        outs.append(out)
+    return outs
