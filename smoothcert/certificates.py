@@ -167,6 +167,7 @@ class Spec:
     norm: dict  # noise name -> default norm
     summary: str
     uses_selection: bool = True
+    statistic: str = "votes"      # what it reads: 'votes' (class counts) or 'scores' (soft scores, smoothcert.soft)
 
 
 _G, _L = "gaussian", "laplace"
@@ -181,6 +182,12 @@ CERTIFICATES = {s.name: s for s in [
     Spec("gaussian-l1", one_sided, (_G,), {_G: "l1"}, "Gaussian l2 radius read as an l1 radius (baseline)"),
     Spec("single-stage", single_stage, (_G, _L), {_G: "l2", _L: "l1"},
          "002 Alg. 1, the same samples choose and bound: for evaluation against labels only", uses_selection=False),
+    # soft certificates read score statistics; their functions are smoothcert.soft.CERTIFICATES[name]
+    *[Spec(name, fn, (_G,), {_G: "l2"}, summary, statistic="scores") for name, fn, summary in [
+        ("soft-hoeffding", None, "soft scores, Hoeffding bounds, margin radius (Salman et al. Lemma 2)"),
+        ("soft-bernstein", None, "soft scores, empirical Bernstein (Maurer-Pontil), margin radius"),
+        ("soft-betting", None, "soft scores, betting confidence bounds (Waudby-Smith & Ramdas), margin radius"),
+        ("soft-lipschitz", None, "soft scores, Lipschitz-margin radius of 000 eq. 2 (Salman et al. Lemma 1)")]],
 ]}
 DEFAULT = {_G: "cohen", _L: "teng"}
 
@@ -209,11 +216,17 @@ def certify(name: str | None, counts_selection, counts, noise, alpha: float, nor
     """Apply certificate `name` to (G, K) count arrays (or single count vectors)."""
     alpha = check_alpha(alpha)
     spec, norm = resolve(name, noise, norm)
+    check(spec.statistic == "votes", f"{spec.name} reads soft scores, not votes: use Smooth.certify_soft or "
+                                     "smoothcert.soft")
     check((not spec.uses_selection or np.all(_as_counts(counts_selection).sum(axis=1) >= 1))
           and np.all(_as_counts(counts).sum(axis=1) >= 1),
           "every input needs at least one selection and one estimation sample")
-    v = spec.fn(counts_selection, counts, noise, alpha, norm)
-    if v.candidate is None or v.reason is None:          # a certificate that does not say: the selection's top class
-        v = replace(v, candidate=_as_counts(counts_selection).argmax(axis=1) if v.candidate is None else v.candidate,
+    return complete(spec.fn(counts_selection, counts, noise, alpha, norm), _as_counts(counts_selection).argmax(axis=1))
+
+
+def complete(v: Verdict, candidate) -> Verdict:
+    """Fill a Verdict's candidate (the selection's top class) and reason where a certificate did not say."""
+    if v.candidate is None or v.reason is None:
+        v = replace(v, candidate=np.asarray(candidate) if v.candidate is None else v.candidate,
                     reason=_why(v.prediction != ABSTAIN, "abstained") if v.reason is None else v.reason)
     return v

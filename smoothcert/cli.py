@@ -130,9 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adv-step", type=float, default=0.0,
                    help="adversarial-noise training (Teng et al. Type 2): add adv_step * sign(grad) to the noisy input")
 
-    p = sub.add_parser("recertify", help="recompute a certify TSV with another certificate, from its counts alone")
-    p.add_argument("results", help="a certify results TSV")
+    p = sub.add_parser("confidence", help="certified confidence (Kumar et al. 2020): radii within which the expected "
+                                          "score (or margin) of the predicted class stays above thresholds")
+    _common_model_args(p)
+    _selection_args(p)
+    p.add_argument("--n0", type=int, default=100, help="selection samples, which choose the class (default 100)")
+    p.add_argument("--n", type=int, default=10_000, help="estimation samples (default 10000)")
+    p.add_argument("--measure", choices=("score", "margin"), default="score",
+                   help="score: the class's softmax score in [0, 1]; margin: its lead over the best other class, in "
+                        "[-1, 1] (default score)")
+    p.add_argument("--thresholds", default="0.5,0.7,0.9",
+                   help="comma-separated thresholds c: each gets a CDF and a baseline radius (default 0.5,0.7,0.9)")
+    p.add_argument("--num-thresholds", type=int, default=None,
+                   help="layers of the CDF certificate: a threshold every ceil(n/K)-th sorted sample (default 10000, "
+                        "as Kumar et al.'s code); fewer are faster but looser")
+
+    p = sub.add_parser("recertify", help="recompute a results TSV from its stored statistics alone: a certify file "
+                                         "with another certificate, a confidence file at other thresholds")
+    p.add_argument("results", help="a certify or confidence results TSV")
     _certificate_args(p)
+    p.add_argument("--thresholds", help="confidence files: comma-separated thresholds (default: the file's)")
+    p.add_argument("--num-thresholds", type=int, help="confidence files: layers of the CDF certificate")
     p.add_argument("--out", required=True, help="the new results TSV (same layout)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
@@ -326,9 +344,27 @@ def cmd_train(args) -> None:
     print(f"saved {args.out}; noisy accuracy on {data.name}: {accuracy(model, data.x, data.y, noise, args.seed):.3f}")
 
 
+def cmd_confidence(args) -> None:
+    from .run import confidence_dataset
+    check_count("--n0", args.n0)
+    check_count("--n", args.n)
+    thresholds = _numbers(args.thresholds, "--thresholds")
+    check(thresholds, "--thresholds needs at least one threshold")
+    if args.num_thresholds is not None:
+        check_count("--num-thresholds", args.num_thresholds)
+    check(_noise(args).name == "gaussian", "certified confidence needs --noise gaussian")
+    smoothed, data, indices = _smoothed(args)
+    written = confidence_dataset(smoothed, data, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+                                 thresholds=thresholds, measure=args.measure, num_thresholds=args.num_thresholds,
+                                 batch_size=args.batch, seed=args.seed, progress=not args.no_progress)
+    print(f"{written} rows written to {args.out} ({len(indices) - written} were already there)")
+
+
 def cmd_recertify(args) -> None:
     from .run import recertify
-    rows = recertify(args.results, args.certificate, args.out, args.norm, overwrite=args.force)
+    thresholds = None if args.thresholds is None else _numbers(args.thresholds, "--thresholds")
+    rows = recertify(args.results, args.certificate, args.out, args.norm, overwrite=args.force,
+                     thresholds=thresholds, num_thresholds=args.num_thresholds)
     print(f"{rows} rows re-certified into {args.out}")
 
 
@@ -424,7 +460,8 @@ def cmd_plan(args) -> None:
 
 
 COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "recertify": cmd_recertify,
-            "analyze": cmd_analyze, "demo": cmd_demo, "bench-latency": cmd_bench_latency}
+            "analyze": cmd_analyze, "demo": cmd_demo, "bench-latency": cmd_bench_latency,
+            "confidence": cmd_confidence}
 COMMANDS["plan"] = cmd_plan
 
 

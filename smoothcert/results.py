@@ -24,6 +24,18 @@ CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
                    "samples", "pA_lower", "pB_upper", "num_classes", "counts_selection", "counts")
 PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time",
                    "noise", "scale", "alpha", "n", "seed", "model", "pvalue", "num_classes", "counts")
+SOFT_COLUMNS = CERTIFY_COLUMNS + ("scores_selection", "scores")   # soft certificates: score sums per class
+CONFIDENCE_FIRST = ("idx", "label", "predict", "correct")          # then cdf@c, baseline@c per threshold c
+CONFIDENCE_LAST = ("time", "noise", "scale", "measure", "alpha", "n0", "n", "seed", "model", "num_thresholds",
+                   "num_classes", "bins", "counts_selection", "scores_selection", "histogram", "measure_sum")
+
+
+def confidence_columns(thresholds) -> tuple[str, ...]:
+    """The header of a certified-confidence file for these thresholds."""
+    return CONFIDENCE_FIRST + tuple(f"{kind}@{c:g}" for c in thresholds for kind in ("cdf", "baseline")) \
+        + CONFIDENCE_LAST
+
+
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
 MAX_COUNT = 2 ** 62              # counts and sample sizes stay far inside int64
 
@@ -87,6 +99,30 @@ def check_output_path(path: str) -> None:
 def encode_counts(counts: np.ndarray) -> str:
     """Sparse class counts: 'class:count' for the non-zero classes, comma separated ('' when all zero)."""
     return ",".join(f"{c}:{int(k)}" for c, k in enumerate(counts) if k)
+
+
+def encode_scores(*columns: np.ndarray) -> str:
+    """Per-class floats, 'class:v1[:v2...]' for every class, at full precision (repr round-trips)."""
+    return ",".join(":".join([str(c)] + [repr(float(col[c])) for col in columns]) for c in range(len(columns[0])))
+
+
+def parse_scores(text: str, num_classes: int, values: int, where: str, what: str) -> list[np.ndarray]:
+    """The `values` per-class float arrays of encode_scores, every class once, every value finite."""
+    out = [np.full(num_classes, np.nan) for _ in range(values)]
+    for item in filter(None, text.split(",")):
+        parts = item.split(":")
+        check(len(parts) == values + 1, f"{where}: {what} must be class:{':'.join(['value'] * values)} items, "
+                                        f"got {item!r}")
+        c = parse_int(parts[0], where, f"a class in {what}", 0, num_classes - 1)
+        check(np.isnan(out[0][c]), f"{where}: class {c} appears twice in {what}")
+        try:
+            for v, part in zip(out, parts[1:]):
+                v[c] = float(part)
+        except ValueError:
+            raise SmoothcertError(f"{where}: {what} must hold numbers, got {item!r}") from None
+    check(all(np.all(np.isfinite(v)) for v in out), f"{where}: {what} must give finite values for all "
+                                                     f"{num_classes} classes")
+    return out
 
 
 def format_time(seconds: float) -> str:

@@ -18,6 +18,14 @@ from .models import fingerprint
 from .noises import NOISES
 from .results import (
     CERTIFY_COLUMNS,
+    CONFIDENCE_FIRST,
+    CONFIDENCE_LAST,
+    SOFT_COLUMNS,
+    confidence_columns,
+    encode_scores,
+    parse_counts,
+    parse_int,
+    parse_scores,
     PREDICT_COLUMNS,
     FileLock,
     ResultsWriter,
@@ -111,6 +119,8 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
     common = {"alpha": format_float(alpha), "n0": str(n0), "seed": str(seed)}
     kw = {"seed": seed, "norm": norm}
     ns = [n] if isinstance(n, int) else sorted(set(n))
+    check(spec.statistic == "votes" or (n_max is None and target_radius is None),
+          f"{spec.name} certifies at a fixed n (input-specific n and early stopping are for hard-vote certificates)")
     if target_radius is not None:
         check(n_max is not None and max_loss is None, "--target-radius goes with --n-max (and not --max-loss)")
         mode = f"target:r0={format_float(target_radius)}:futility={futility}@{format_float(futility_level)}"
@@ -122,15 +132,21 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
         mode, name = f"input-n:max_loss={format_float(max_loss)}:{'relative' if relative else 'absolute'}", spec.name
         job = Job("certify_input_n", (n0, n_max, alpha, batch_size),
                   {**kw, "certificate": spec.name, "max_loss": max_loss, "relative": relative})
+    elif spec.statistic == "scores":
+        check(len(ns) == 1, f"{spec.name} certifies at one n (several n are for hard-vote certificates)")
+        mode, name = "fixed", spec.name
+        job = Job("certify_soft", (n0, ns[0], alpha, batch_size), {**kw, "certificate": spec.name})
     else:
         mode, name = "fixed", spec.name
         job = (Job("certify_many", (n0, ns[0], alpha, batch_size), {**kw, "certificate": spec.name}) if len(ns) == 1
                else Job("certify_nested", (n0, ns, alpha, batch_size), {**kw, "certificate": spec.name}))
     sizes = [n_max] if n_max is not None else ns
     paths = [out] if len(sizes) == 1 else nested_paths(out, sizes)
-    sinks = [(path, {"certificate": name, "norm": norm, **common, "n": str(size), "mode": mode}, _certify_row)
-             for path, size in zip(paths, sizes)]
-    return _to_files(smoothed, data, indices, sinks, CERTIFY_COLUMNS, job, progress, model_id, executor)
+    soft = spec.statistic == "scores" and target_radius is None and n_max is None
+    sinks = [(path, {"certificate": name, "norm": norm, **common, "n": str(size), "mode": mode},
+              _soft_row if soft else _certify_row) for path, size in zip(paths, sizes)]
+    return _to_files(smoothed, data, indices, sinks, SOFT_COLUMNS if soft else CERTIFY_COLUMNS, job, progress,
+                     model_id, executor)
 
 
 def nested_paths(out: str, ns: Sequence[int]) -> list[str]:
@@ -145,39 +161,148 @@ def _certify_row(c) -> dict:
             "counts": encode_counts(c.counts)}
 
 
-def recertify(path: str, certificate: str, out: str, norm: str | None = None, overwrite: bool = False) -> int:
-    """Recompute every row of a certify results file with another certificate, from its stored counts alone
-    (no model), and write the same layout to `out` atomically. Every row is checked first (counts summing to
-    the row's n0 and n, classes in range, each input once), and a refusal names the line. Returns the number of
-    rows."""
+def _soft_row(c) -> dict:
+    return {**_certify_row(c), "scores_selection": encode_scores(c.scores["selection"]),
+            "scores": encode_scores(c.scores["sums"], c.scores["squares"])}
+
+
+def recertify(path: str, certificate: str | None, out: str, norm: str | None = None, overwrite: bool = False, *,
+              thresholds: Sequence[float] | None = None, num_thresholds: int | None = None) -> int:
+    """Recompute every row of a results file from its stored statistics alone (no model) and write the same
+    layout to `out` atomically: a certify file with another `certificate` (hard ones from the votes; soft ones
+    from the stored scores of a soft file), or a certified-confidence file at other `thresholds` /
+    `num_thresholds`. Every row is checked first (counts summing to the row's n0 and samples, classes in
+    range, each input once), and a refusal names the line. Returns the number of rows."""
     check_output_path(out)
     check(overwrite or not os.path.exists(out), f"{out} exists; choose another --out (or --force to replace it)")
     same = os.path.exists(out) and os.path.samefile(path, out)
     with FileLock(path), (contextlib.nullcontext() if same else FileLock(out)):   # neither is being written
-        table = read_table(path, CERTIFY_COLUMNS)
-        check(len(table) > 0, f"{path} has no rows to re-certify")
-        groups: dict[tuple, list[tuple]] = {}
-        lines: dict[int, int] = {}
-        for line, row in table:
-            key, c0, c1 = check_certify_row(path, line, row)
-            check(not row["mode"].startswith("target"), f"{path} line {line}: a row certified with early stopping "
-                  f"(mode {row['mode']}) cannot be re-certified: its samples were drawn until a data-dependent "
-                  "stop, where a fixed-n bound does not hold")
-            check(int(row["idx"]) not in lines, f"{path} line {line}: input {row['idx']} appears twice "
-                                                f"(first at line {lines.get(int(row['idx']))})")
-            lines[int(row["idx"])] = line
-            groups.setdefault(key, []).append((row, c0, c1))
-        for (noise_name, scale, alpha), members in groups.items():
-            noise = NOISES[noise_name](scale)
-            spec, row_norm = certificates.resolve(certificate, noise, norm)
-            v = certificates.certify(spec.name, np.stack([m[1] for m in members]), np.stack([m[2] for m in members]),
-                                     noise, alpha, row_norm)
-            for j, (row, _, _) in enumerate(members):
-                row.update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),
-                           radius=format_float(v.radius[j]), correct=int(int(v.prediction[j]) == int(row["label"])),
-                           pA_lower=format_float(v.p_lower[j]), pB_upper=format_float(v.p_upper[j]))
-        write_all(out, CERTIFY_COLUMNS, [row for _, row in table])
-    return len(table)
+        with open(path, "rb") as f:
+            header = f.readline().decode("utf-8", "replace").rstrip("\n").split("\t")
+        if "histogram" in header:
+            check(certificate is None, f"{path} is a certified-confidence file: re-certify it with --thresholds "
+                                       "(and --num-thresholds), not --certificate")
+            columns, rows = _reconfidence(path, thresholds, num_thresholds)
+        else:
+            check(certificate is not None and thresholds is None and num_thresholds is None,
+                  f"{path} is a certify file: re-certify it with --certificate NAME")
+            columns, rows = _recertify_rows(path, certificate, norm, soft="scores" in header)
+        write_all(out, columns, rows)
+    return len(rows)
+
+
+def _unique(path: str, table) -> None:
+    lines: dict[int, int] = {}
+    for line, row in table:
+        idx = parse_int(row["idx"], f"{path} line {line}", "idx")
+        check(idx not in lines, f"{path} line {line}: input {idx} appears twice (first at line {lines.get(idx)})")
+        lines[idx] = line
+
+
+def _recertify_rows(path, certificate, norm, soft: bool):
+    from . import soft as soft_certificates
+    columns = SOFT_COLUMNS if soft else CERTIFY_COLUMNS
+    table = read_table(path, columns)
+    check(len(table) > 0, f"{path} has no rows to re-certify")
+    _unique(path, table)
+    groups: dict[tuple, list[tuple]] = {}
+    for line, row in table:
+        key, c0, c1 = check_certify_row(path, line, row)
+        check(not row["mode"].startswith("target"), f"{path} line {line}: a row certified with early stopping "
+              f"(mode {row['mode']}) cannot be re-certified: its samples were drawn until a data-dependent "
+              "stop, where a fixed-n bound does not hold")
+        if soft:
+            k, where = len(c1), f"{path} line {line}"
+            s0, = parse_scores(row["scores_selection"], k, 1, where, "scores_selection")
+            s1, q1 = parse_scores(row["scores"], k, 2, where, "scores")
+            c0, c1 = (c0, s0), (c1, s1, q1, int(row["samples"]))
+        groups.setdefault(key, []).append((row, c0, c1))
+    for (noise_name, scale, alpha), members in groups.items():
+        noise = NOISES[noise_name](scale)
+        spec, row_norm = certificates.resolve(certificate, noise, norm)
+        if spec.statistic == "scores":
+            check(soft, f"{spec.name} needs soft scores: {path} has only votes (certify with --certificate "
+                        f"{spec.name} to store them)")
+            check(spec.name != "soft-betting", "soft-betting needs the betting capital of every sample, which is not "
+                                               "stored: certify with --certificate soft-betting")
+            s0 = np.stack([m[1][1] for m in members])
+            s1, q1 = (np.stack([m[2][i] for m in members]) for i in (1, 2))
+            n = np.array([m[2][3] for m in members])
+            v = soft_certificates.CERTIFICATES[spec.name](s0, s1, q1, n, noise, alpha, row_norm)
+        else:
+            votes = (lambda m: (m[1][0], m[2][0])) if soft else (lambda m: (m[1], m[2]))
+            v = certificates.certify(spec.name, np.stack([votes(m)[0] for m in members]),
+                                     np.stack([votes(m)[1] for m in members]), noise, alpha, row_norm)
+        for j, (row, _, _) in enumerate(members):
+            row.update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),
+                       radius=format_float(v.radius[j]), correct=int(int(v.prediction[j]) == int(row["label"])),
+                       pA_lower=format_float(v.p_lower[j]), pB_upper=format_float(v.p_upper[j]))
+    return columns, [row for _, row in table]
+
+
+def _reconfidence(path, thresholds, num_thresholds):
+    from . import confidence as conf
+    table = read_table(path, CONFIDENCE_FIRST + CONFIDENCE_LAST)
+    check(len(table) > 0, f"{path} has no rows to re-certify")
+    _unique(path, table)
+    first = table[0][1]
+    old = [float(h[4:]) for h in first if h.startswith("cdf@")]
+    levels = list(old) if thresholds is None else [float(c) for c in thresholds]
+    rows = []
+    for line, row in table:
+        where = f"{path} line {line}"
+        measure, n = row["measure"], parse_int(row["n"], where, "n", 1)
+        low, high = conf.measure_range(measure)
+        check(all(low < c < high for c in levels), f"thresholds must lie in ({low:g}, {high:g}) for {measure}")
+        bins = parse_int(row["bins"], where, "bins", 1, 1 << 24)
+        hist = parse_counts(row["histogram"], bins, n, where, "histogram")
+        total = float(row["measure_sum"])
+        check(low * n - 1e-6 <= total <= high * n + 1e-6, f"{where}: measure_sum {total} is impossible for {n} samples")
+        k = parse_int(num_thresholds if num_thresholds is not None else row["num_thresholds"], where,
+                      "num_thresholds", 1)
+        sigma, alpha = float(row["scale"]), float(row["alpha"])
+        cdf = conf.cdf_radius(conf.layers_from_histogram(hist[None], measure, k), np.array(levels), sigma, alpha)[0]
+        base = conf.baseline_radius(np.array([total]), n, np.array(levels), sigma, alpha, measure)[0]
+        row = {key: value for key, value in row.items() if "@" not in key}
+        row.update(num_thresholds=str(k), **_confidence_cells(levels, cdf, base))
+        rows.append(row)
+    return confidence_columns(levels), rows
+
+
+def _confidence_cells(levels, cdf, base) -> dict:
+    cells = {}
+    for c, r_cdf, r_base in zip(levels, cdf, base):
+        cells[f"cdf@{c:g}"], cells[f"baseline@{c:g}"] = format_float(r_cdf), format_float(r_base)
+    return cells
+
+
+def confidence_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: int, alpha: float,
+                       thresholds: Sequence[float], measure: str = "score", num_thresholds: int | None = None,
+                       batch_size: int, seed: int = 0, progress: bool = True, model_id: str | None = None,
+                       executor=None) -> int:
+    """Certified confidence (001) of data.x[indices] into `out` (resuming it): per input and threshold c the CDF
+    and baseline radii (columns cdf@c, baseline@c), then the settings and the stored statistic (a histogram of
+    the measure on fixed bins and its exact sum), from which `recertify` recomputes other thresholds."""
+    from . import confidence as conf
+    levels = [float(c) for c in thresholds]
+    low, high = conf.measure_range(measure)
+    check(levels and all(low < c < high for c in levels),
+          f"thresholds must lie strictly inside ({low:g}, {high:g}) for the {measure} measure, got {thresholds!r}")
+    check(len(set(f"{c:g}" for c in levels)) == len(levels), f"thresholds repeat: {thresholds!r}")
+    check(smoothed.noise.name == "gaussian", "certified confidence (001) is for Gaussian noise")
+    k = conf.NUM_THRESHOLDS if num_thresholds is None else num_thresholds
+    settings = {"measure": measure, "alpha": format_float(alpha), "n0": str(n0), "n": str(n), "seed": str(seed),
+                "num_thresholds": str(k), "bins": str(conf.BINS)}
+    job = Job("confidence", (n0, n, alpha, levels, batch_size),
+              {"seed": seed, "measure": measure, "num_thresholds": k, "bins": conf.BINS})
+
+    def row(r):
+        return {**_confidence_cells(levels, r.cdf, r.baseline), "counts_selection": encode_counts(r.counts_selection),
+                "scores_selection": encode_scores(r.scores_selection), "histogram": encode_counts(r.histogram),
+                "measure_sum": format_float(r.measure_sum)}
+
+    return _to_files(smoothed, data, indices, [(out, settings, row)], confidence_columns(levels), job, progress,
+                     model_id, executor)
 
 
 def predict_dataset(smoothed: Smooth, data, indices, out: str, *, n: int, alpha: float, batch_size: int,

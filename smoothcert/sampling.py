@@ -316,6 +316,61 @@ class ScoreSums(Statistic):
         return self.sums.cpu().numpy(), self.squares.cpu().numpy()
 
 
+class MeasureHistogram(Statistic):
+    """For certified confidence (001): per request, the histogram on fixed bins (chosen before sampling:
+    confidence.histogram_edges) of one scalar per sample, the softmax score of the request's class ('score') or
+    its margin over the best other class ('margin'), and the exact sum of that scalar (float64)."""
+
+    def __init__(self, classes: Sequence[int], measure: str, bins: int):
+        self.classes, self.measure, self.bins = torch.as_tensor(list(classes), dtype=torch.int64), measure, bins
+
+    def start(self, requests, num_classes, device):
+        from .confidence import bin_index
+        self._bin = bin_index
+        self.counts = torch.zeros(requests * self.bins, dtype=torch.int64, device=device)
+        self.sums = torch.zeros(requests, dtype=torch.float64, device=device)
+        self.cls = self.classes.to(device)
+
+    def update(self, logits, owner, position):
+        scores = torch.softmax(logits.double(), dim=1)
+        a = self.cls[owner]
+        value = scores.gather(1, a[:, None])[:, 0]
+        if self.measure == "margin":
+            value = value - scores.scatter(1, a[:, None], -1.0).max(dim=1).values
+        self.counts.add_(torch.bincount(owner * self.bins + self._bin(value, self.measure, self.bins),
+                                        minlength=self.counts.numel()))
+        self.sums.index_add_(0, owner, value)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.counts.view(-1, self.bins).cpu().numpy(), self.sums.cpu().numpy()
+
+
+class BettingScores(Statistic):
+    """For soft-betting: betting accumulators (bounds.mean.Betting) fed, per request, with the softmax score of its
+    class A (a lower bound on E[F_A]) and the largest score of the other classes (an upper bound on
+    E[max_{c != A} F_c] >= max_{c != A} E[F_c]), each in the order the samples arrive, with bets that depend only
+    on earlier samples; the grids are fixed from the selection stage. Returns the two accumulators."""
+
+    def __init__(self, classes: Sequence[int], n: int, alpha: float, grid_a, grid_other):
+        self.classes, self.n, self.alpha = torch.as_tensor(list(classes), dtype=torch.int64), n, alpha
+        self.grid_a, self.grid_other = grid_a, grid_other
+
+    def start(self, requests, num_classes, device):
+        from .bounds.mean import Betting
+        self.a = Betting(requests, self.n, self.alpha, self.grid_a, device=device, sides="lower")
+        self.other = Betting(requests, self.n, self.alpha, self.grid_other, device=device, sides="upper")
+        self.cls = self.classes.to(device)
+
+    def update(self, logits, owner, position):
+        scores = torch.softmax(logits.double(), dim=1)
+        a = self.cls[owner]
+        self.a.update(scores.gather(1, a[:, None])[:, 0].clamp(0, 1), owner)
+        self.other.update(scores.scatter(1, a[:, None], -1.0).max(dim=1).values.clamp(0, 1), owner)
+
+    def result(self):
+        return self.a, self.other
+
+
 def auto_batch_size(model, input_shape, device, dtype=torch.float32, *, cpu_default: int = 1000,
                     start: int = 256, cap: int = 32768, probe: bool | None = None) -> int:
     """A forward batch size for `model`: on CUDA the largest power of two from `start` up to `cap` whose forward

@@ -15,7 +15,7 @@ import secrets
 import time
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -32,7 +32,10 @@ from .sampling import (
     SELECTION,
     Request,
     Sampler,
+    BettingScores,
+    MeasureHistogram,
     NestedVotes,
+    ScoreSums,
     Stream,
     Votes,
     auto_batch_size,
@@ -62,6 +65,7 @@ class Certificate:
     candidate: int = ABSTAIN   # the class the selection samples chose (kept when it abstains)
     reason: str = ""           # why it abstained, e.g. 'pA_lower < 1/2' ('' when certified)
     seed: int | None = None    # the run seed its streams came from (None when a generator was passed)
+    scores: dict | None = None  # soft certificates: 'selection' (K,) score sums; 'sums', 'squares' (K,) estimation
 
     @property
     def abstained(self) -> bool:
@@ -71,6 +75,26 @@ class Certificate:
     def samples(self) -> int:
         """Estimation samples used."""
         return int(np.sum(self.counts))
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """Certified confidence (001) for one input: for each threshold c, the radii within which the expected
+    measure of class A (the selection samples' top class by expected score) provably stays above c."""
+
+    index: int
+    prediction: int                # A
+    thresholds: tuple[float, ...]
+    cdf: np.ndarray                # (C,) radius of the CDF certificate (001 Thm 2, DKW) per threshold; 0: none
+    baseline: np.ndarray           # (C,) radius of the baseline certificate (001 Thm 1, Hoeffding)
+    histogram: np.ndarray          # (bins,) counts of the measure on fixed bins (confidence.histogram_edges)
+    measure_sum: float             # exact sum of the measure over the n samples
+    scores_selection: np.ndarray   # (K,) selection score sums (A = argmax)
+    counts_selection: np.ndarray   # (K,) selection votes
+    alpha: float
+    measure: str
+    seconds: float
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -322,6 +346,96 @@ class Smooth:
                                      np.where(ok, "", "pA_lower < 1/2").astype(object))
             for j in keep:
                 yield _certificate(members[j], v, j, c0[j], c1[j], alpha, one_sided, norm, seconds, seed)
+
+    # -- soft scores: soft certificates and certified confidence --------------------------------------
+    def certify_soft(self, xs: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = 1000, *,
+                     certificate: str = "soft-bernstein", seed: int | None = None,
+                     indices: Sequence[int] | None = None, generator: torch.Generator | None = None,
+                     norm: str | None = None, skip: Callable[[int], bool] | None = None,
+                     on_batch: Callable[[int], None] | None = None) -> Iterator[Certificate]:
+        """CERTIFY the smoothed SOFT classifier (000 §2.4-2.5: the class with the largest expected softmax score)
+        with a soft certificate of `smoothcert.soft` (soft-hoeffding, soft-bernstein, soft-lipschitz,
+        soft-betting): the selection samples' score sums choose A; the n fresh samples' per-class score sums
+        and squares (and, for soft-betting, betting capital) bound E_A from below and the other classes from
+        above (alpha/2 each). Each Certificate also carries the votes (any hard certificate can be recomputed)
+        and `scores` (the stored soft statistics)."""
+        from . import soft
+        from .bounds.mean import centred_grid
+        alpha = check_alpha(alpha)
+        check_count("n0", n0)
+        check_count("n", n)
+        spec, norm = certificates.resolve(certificate, self.noise, norm)
+        check(spec.statistic == "scores", f"{spec.name} is not a soft certificate (soft ones: {', '.join(soft.CERTIFICATES)})")
+        seed = self._seed(seed, generator)
+        for sampler, chunk, members, keep in self.groups(xs, [n0, n], batch_size, indices, skip):
+            t0 = time.perf_counter()
+            G = len(members)
+            sel = self.streams(members, SELECTION, seed, generator, sampler.device)
+            c0, (s0, _) = sampler.run(chunk, [Request(j, sel[j], n0) for j in range(G)], [Votes(), ScoreSums()],
+                                      on_batch)
+            top = soft.choose(s0)
+            stats = [Votes(), ScoreSums()]
+            if spec.name == "soft-betting":              # grids around the selection means: fixed before sampling
+                mean = s0 / n0
+                rest = np.where(np.arange(mean.shape[1])[None, :] == top[:, None], -1.0, mean).max(axis=1)
+                stats.append(BettingScores(top, n, alpha / 2, centred_grid(mean[np.arange(G), top]),
+                                           centred_grid(np.clip(rest, 0, 1))))
+            est = self.streams(members, ESTIMATION, seed, generator, sampler.device)
+            out = sampler.run(chunk, [Request(j, est[j], n) for j in range(G)], stats, on_batch)
+            c1, (s1, q1) = out[0], out[1]
+            if spec.name == "soft-betting":
+                v = soft.soft_betting(s0, *out[2], self.noise, alpha, norm)
+            else:
+                v = soft.CERTIFICATES[spec.name](s0, s1, q1, n, self.noise, alpha, norm)
+            v = certificates.complete(v, top)
+            seconds = (time.perf_counter() - t0) / G
+            for j in keep:
+                c = _certificate(members[j], v, j, c0[j], c1[j], alpha, spec.name, norm, seconds, seed)
+                yield replace(c, scores={"selection": s0[j], "sums": s1[j], "squares": q1[j]})
+
+    def confidence(self, xs: torch.Tensor, n0: int, n: int, alpha: float, thresholds: Sequence[float],
+                   batch_size: int | None = 1000, *, measure: str = "score", num_thresholds: int | None = None,
+                   bins: int | None = None, seed: int | None = None, indices: Sequence[int] | None = None,
+                   generator: torch.Generator | None = None, skip: Callable[[int], bool] | None = None,
+                   on_batch: Callable[[int], None] | None = None) -> Iterator[Confidence]:
+        """Certified confidence (001, Kumar et al. 2020): A = the class with the largest selection score sum; the
+        n fresh samples give the distribution of the measure (A's softmax score, or its margin over the best
+        other class) as a histogram on fixed bins, and for each threshold c the radius within which E[measure]
+        provably stays above c: by the CDF certificate (Thm 2, one-sided DKW band) and the baseline (Thm 1,
+        Hoeffding), each at level alpha, found by bisection and rounded down (smoothcert.confidence)."""
+        from . import confidence as conf
+        from . import soft
+        alpha = check_alpha(alpha)
+        check_count("n0", n0)
+        check_count("n", n)
+        check(self.noise.name == "gaussian", "certified confidence (001) is for Gaussian noise")
+        low, high = conf.measure_range(measure)
+        levels = tuple(float(c) for c in thresholds)
+        check(levels and all(low < c < high for c in levels), f"thresholds must lie strictly inside ({low:g}, "
+                                                             f"{high:g}) for the {measure} measure, got {thresholds!r}")
+        num_thresholds = conf.NUM_THRESHOLDS if num_thresholds is None else num_thresholds
+        bins = conf.BINS if bins is None else bins
+        check_count("num_thresholds", num_thresholds)
+        check_count("bins", bins)
+        seed = self._seed(seed, generator)
+        sigma = self.noise.sigma
+        for sampler, chunk, members, keep in self.groups(xs, [n0, n], batch_size, indices, skip):
+            t0 = time.perf_counter()
+            G = len(members)
+            sel = self.streams(members, SELECTION, seed, generator, sampler.device)
+            c0, (s0, _) = sampler.run(chunk, [Request(j, sel[j], n0) for j in range(G)], [Votes(), ScoreSums()],
+                                      on_batch)
+            top = soft.choose(s0)
+            est = self.streams(members, ESTIMATION, seed, generator, sampler.device)
+            (hist, sums), = sampler.run(chunk, [Request(j, est[j], n) for j in range(G)],
+                                        [MeasureHistogram(top, measure, bins)], on_batch)
+            layers = conf.layers_from_histogram(hist[keep], measure, num_thresholds)
+            cdf = conf.cdf_radius(layers, np.array(levels), sigma, alpha)
+            base = conf.baseline_radius(sums[keep], n, np.array(levels), sigma, alpha, measure)
+            seconds = (time.perf_counter() - t0) / G
+            for row, j in enumerate(keep):
+                yield Confidence(members[j], int(top[j]), levels, cdf[row], base[row], hist[j], float(sums[j]),
+                                 s0[j], c0[j], alpha, measure, seconds, seed)
 
     # -- checks and the shared loop -----------------------------------------------------------------
     @staticmethod
