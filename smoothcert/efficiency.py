@@ -348,6 +348,10 @@ def _note(text: str, fmt: str) -> str:
     return "% " + text if fmt == "latex" else text
 
 
+def _titled(title: str, table: list[str], fmt: str) -> str:
+    return "\n".join([title] + ([""] if fmt == "markdown" else []) + table)   # markdown: a table starts a block
+
+
 def _format_versus_n(v: VersusN, fmt: str) -> str:
     p = v.prediction
     header = ["n", "ACR", "pred."] + [h for r in v.radii for h in (f"r={r:g}", "pred.")]
@@ -359,7 +363,7 @@ def _format_versus_n(v: VersusN, fmt: str) -> str:
            if p is not None else "no prediction: planning predicts the one-sided certificates (cohen, teng-binary, "
                                  "gaussian-l1) up to n = 1,000,000")
     title = _note(f"against n: {v.name} ({v.results[0].n} inputs; certified accuracy in %; {why})", fmt)
-    return "\n".join([title] + _render(header, rows, [[False] * len(header)] * len(rows), fmt))
+    return _titled(title, _render(header, rows, [[False] * len(header)] * len(rows), fmt), fmt)
 
 
 def _format_samples(s: SamplesSummary, fmt: str) -> str:
@@ -399,7 +403,7 @@ def _format_speedups(speedups: list[Speedup], fmt: str) -> str:
         what = "ACR and certified accuracy (%; in brackets: minus the fixed run's)"
     title = _note(f"speed-up of {speedups[0].mode} runs against fixed n = n_max (speed-up = (n0 + n) / (n0 + mean "
                   f"samples); w/o n0: n / mean samples); {what}", fmt)
-    return "\n".join([title] + _render(header, rows, [[False] * len(header)] * len(rows), fmt))
+    return _titled(title, _render(header, rows, [[False] * len(header)] * len(rows), fmt), fmt)
 
 
 # ---- plots ----
