@@ -10,8 +10,9 @@ import csv
 import json
 import math
 import os
-from dataclasses import dataclass, replace
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -19,12 +20,13 @@ from scipy import stats
 from .bounds import clopper_pearson_lower, clopper_pearson_upper
 from .errors import SmoothcertError, check, check_alpha
 
-__all__ = ["DEFAULT_RADII", "FORMATS", "PLOT_FORMATS", "REQUIRED", "Results", "Summary", "abstain_rate",
+__all__ = ["DEFAULT_RADII", "FORMATS", "PLOT_FORMATS", "REQUIRED", "Results", "SETTINGS", "Summary", "abstain_rate",
            "average_certified_radius", "certified_accuracy", "certified_accuracy_interval", "export_csv",
            "export_dataframe", "export_json", "format_table", "load_results", "output_target",
            "plot_certified_accuracy", "plot_figure", "radius_grid", "relabel", "summarize", "summary_table"]
 
 REQUIRED = ("idx", "label", "predict", "radius", "correct")       # a certify file; a predict file has no radius
+SETTINGS = ("noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model")   # kept as text
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 FORMATS = ("text", "markdown", "latex")
 PLOT_FORMATS = ("png", "pdf", "svg", "eps", "ps")
@@ -43,6 +45,8 @@ class Results:
     path: str
     norm: str | None = None             # "l2", "l1", ...; None when unknown or for predict results
     rounded: bool = False               # radii look rounded to 3 significant digits (Cohen et al.'s files)
+    settings: Mapping[str, str] = field(default_factory=dict)   # SETTINGS columns with one value in every row
+    samples: np.ndarray | None = None   # estimation samples per input (a `samples` column), else None
     n = property(lambda self: len(self.correct), doc="number of inputs (rows)")
     kind = property(lambda self: "predict" if self.radius is None else "certify", doc="'certify' or 'predict'")
 
@@ -139,7 +143,7 @@ def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = F
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SmoothcertError(f"{path}: cannot read results file ({e.__class__.__name__}: {e})") from None
     check(rows, f"{path}: no result rows after the header")
-    columns = [c for c in REQUIRED if c in header]
+    columns = [c for c in REQUIRED + ("samples",) if c in header and (c != "samples" or "radius" in header)]
     cols = {c: np.empty(len(rows)) for c in columns}
     alphas = []
     for i, (row, line) in enumerate(zip(rows, lines)):
@@ -147,19 +151,24 @@ def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = F
         for c in columns:
             cols[c][i] = _number(row[c], where, c, integer=c != "radius")
         check(cols["correct"][i] in (0, 1), f"{where}: correct must be 0 or 1, got {row['correct']!r}")
+        check("samples" not in cols or cols["samples"][i] >= 1,
+              f"{where}: samples must be >= 1, got {row.get('samples')!r}")
         if "alpha" in row:
             alphas.append(_number(row["alpha"], where, "alpha", integer=False))
             check(0 < alphas[-1] < 1, f"{where}: alpha must be in (0, 1), got {row['alpha']!r}")
     arrays = {c: cols[c].astype(float if c == "radius" else np.int64) for c in columns}
-    radius = arrays.pop("radius", None)
+    radius, samples = arrays.pop("radius", None), arrays.pop("samples", None)
     _validated(**arrays, radius=radius, where=lambda i: f"{path}, line {lines[i]}", allow_duplicates=allow_duplicates)
     norm = _constant(rows, "norm")
     check(norm is not None or "norm" not in header, f"{path}: rows of different norms in one file")
     if radius is not None and "norm" not in header:
         norm = "l2"                                     # Cohen et al.'s files: Gaussian noise, l2 radii
-    return Results(**_frozen(**arrays, radius=radius), alpha=max(alphas) if alphas else alpha,  # max: stays valid
+    settings = {c: value for c in SETTINGS if (value := _constant(rows, c)) is not None}
+    return Results(**_frozen(**arrays, radius=radius, samples=samples),
+                   alpha=max(alphas) if alphas else alpha,  # max: stays valid
                    name=_settings_name(rows, radius is not None) or _stem(path), path=path, norm=norm,
-                   rounded=radius is not None and "alpha" not in header and _looks_rounded(radius))
+                   rounded=radius is not None and "alpha" not in header and _looks_rounded(radius),
+                   settings=MappingProxyType(settings))
 
 
 def _settings_name(rows: list[dict], certify: bool) -> str:

@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="certified accuracy, ACR, tables and plots from results files",
                        description="Certified accuracy at chosen radii, ACR, abstain rate and an interval per results "
                                    "file (smoothcert's or Cohen et al.'s certify TSVs; predict files give accuracy "
-                                   "and abstain rate), as a table and a plot.")
+                                   "and abstain rate), as a table and a plot. Fixed-n files that differ only in n "
+                                   "also get a table against n, with predictions; adaptive runs (certify --n-max) "
+                                   "their samples per input and their speed-up against the fixed-n file at n_max.")
     p.add_argument("results", nargs="+", help="results TSV files (certify or predict), one table row each")
     p.add_argument("--radii", type=float, nargs="+", default=None, metavar="R",
                    help="radii for the table (default 0 0.25 0.5 0.75 1)")
@@ -182,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-radius", type=float, default=None, help="end of the plot's radius axis (default: the data's)")
     p.add_argument("--title", help="the plot's title")
     p.add_argument("--json", metavar="PATH", help="also write the numbers and per-input rows as JSON here")
+    p.add_argument("--plot-n", metavar="PATH",
+                   help="write ACR and certified accuracy at the first positive table radius against n (log axis), "
+                        "measured and predicted, for fixed-n files that differ only in n (certify --n 100,1000,...); "
+                        "format from the extension, as --plot")
+    p.add_argument("--plot-samples", metavar="PATH",
+                   help="write histograms of the estimation samples per input of adaptive runs (certify --n-max) here")
 
     p = sub.add_parser("demo", help="train, certify and analyze on scikit-learn's digits, end to end")
     p.add_argument("--out-dir", default="demo_out", help="where models, results and the plot go (default demo_out)")
@@ -369,7 +377,7 @@ def cmd_recertify(args) -> None:
 
 
 def cmd_analyze(args) -> None:
-    from . import analysis
+    from . import analysis, efficiency
     check(not (args.radii and args.radii_grid), "give --radii or --radii-grid, not both")
     radii = analysis.radius_grid(*args.radii_grid) if args.radii_grid else (args.radii or analysis.DEFAULT_RADII)
     check(args.plot or (args.max_radius is None and args.title is None), "--max-radius and --title need --plot PATH")
@@ -381,18 +389,32 @@ def cmd_analyze(args) -> None:
     table = analysis.format_table(summaries, args.format)
     curves = [res for res in results if res.kind == "certify"]
     check(not args.plot or curves, "--plot needs certify files: predict files have no radii")
+    sample_efficiency = efficiency.report(results, radii)
+    check(not args.plot_n or sample_efficiency.sets, "--plot-n needs fixed-n certify files that differ only in n "
+          "(e.g. the files of certify --n 100,1000,10000: same settings and inputs)")
+    check(not args.plot_samples or sample_efficiency.samples, "--plot-samples needs certify files of an adaptive "
+          "run (certify --n-max with --max-loss or --target-radius)")
+    for path in (args.plot_n, args.plot_samples):                          # checked before anything is written
+        if path:
+            analysis.output_target(path, analysis.PLOT_FORMATS, "plot")
     if args.json:
-        analysis.output_target(args.json, ("json",), "JSON export")         # checked before anything is written
+        analysis.output_target(args.json, ("json",), "JSON export")
     written = []
     if args.plot:
         left_out = [res.name for res in results if res.kind == "predict"]
         plot = analysis.plot_certified_accuracy(curves, args.plot, args.max_radius, args.title)
         written.append(f"plot written to {plot}" + (f" (predict files left out: {', '.join(left_out)})"
                                                     if left_out else ""))
+    if args.plot_n:
+        written.append(f"plot against n written to {efficiency.plot_versus_n(sample_efficiency.sets, args.plot_n)}")
+    if args.plot_samples:
+        written.append(f"samples histogram written to "
+                       f"{efficiency.plot_samples(sample_efficiency.samples, args.plot_samples)}")
     if args.json:
         analysis.export_json(summaries, args.json)
         written.append(f"numbers written to {args.json}")
-    print("\n".join([table] + written))
+    extra = sample_efficiency.format(args.format)
+    print("\n".join([table] + (["", extra] if extra else []) + written))
 
 
 def cmd_demo(args) -> None:
