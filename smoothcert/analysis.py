@@ -688,3 +688,120 @@ def relabel(results: Sequence[Results], labels: Sequence[str] | None) -> list[Re
     check(len(labels) == len(results), f"{len(labels)} labels for {len(results)} results files: give one per file")
     return [replace(r, name=str(label)) for r, label in zip(results, labels)]
 
+
+
+# -- certified confidence (001) ----------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class ConfidenceResults:
+    """A `smoothcert confidence` file: per input, for each threshold c, the CDF and baseline certified radii."""
+    idx: np.ndarray
+    label: np.ndarray
+    predict: np.ndarray
+    correct: np.ndarray
+    thresholds: tuple[float, ...]
+    cdf: np.ndarray             # (N, C)
+    baseline: np.ndarray        # (N, C)
+    mean_measure: np.ndarray    # (N,) the measure's sample mean
+    measure: str
+    alpha: float
+    name: str
+    path: str
+
+
+def is_confidence_file(path) -> bool:
+    """Whether the file's header is a certified-confidence file's (smoothcert confidence)."""
+    try:
+        with open(os.fspath(path), "rb") as f:
+            header = f.readline().decode("utf-8", "replace").rstrip("\n").split("\t")
+    except OSError as e:
+        raise SmoothcertError(f"{path}: cannot read results file ({e.__class__.__name__}: {e})") from None
+    return "histogram" in header and any(h.startswith("cdf@") for h in header)
+
+
+def load_confidence(path, *, allow_duplicates: bool = False) -> ConfidenceResults:
+    """Read a certified-confidence file, checking every row (one-line errors naming the line)."""
+    from .results import CONFIDENCE_FIRST, CONFIDENCE_LAST, parse_int, read_table
+    path = os.fspath(path)
+    table = read_table(path, CONFIDENCE_FIRST + CONFIDENCE_LAST)
+    check(table, f"{path}: no result rows after the header")
+    thresholds = tuple(float(h[4:]) for h in table[0][1] if h.startswith("cdf@"))
+    cols = {c: np.zeros(len(table), np.int64) for c in ("idx", "label", "predict", "correct")}
+    cdf, base, mean = np.zeros((len(table), len(thresholds))), np.zeros((len(table), len(thresholds))), []
+    for i, (line, row) in enumerate(table):
+        where = f"{path}, line {line}"
+        for c in cols:
+            cols[c][i] = parse_int(row[c], where, c, -1 if c == "predict" else 0, 1 if c == "correct" else 2 ** 62)
+        for j, c in enumerate(thresholds):
+            cdf[i, j] = _number(row[f"cdf@{c:g}"], where, f"cdf@{c:g}", integer=False)
+            base[i, j] = _number(row[f"baseline@{c:g}"], where, f"baseline@{c:g}", integer=False)
+        mean.append(_number(row["measure_sum"], where, "measure_sum", False) / parse_int(row["n"], where, "n", 1))
+    check(bool(np.all(np.isfinite(cdf) & (cdf >= 0) & np.isfinite(base) & (base >= 0))),
+          f"{path}: radii must be finite and >= 0")
+    _validated(cols["idx"], cols["label"], cols["predict"], None, cols["correct"],
+               lambda i: f"{path}, line {table[i][0]}", allow_duplicates)
+    rows = [row for _, row in table]
+    measure, alpha = _constant(rows, "measure"), _constant(rows, "alpha")
+    check(measure is not None and alpha is not None, f"{path}: rows of different measures or alphas in one file")
+    scale = _constant(rows, "scale")
+    name = f"{measure} σ={float(scale):.4g}" if scale else _stem(path)
+    return ConfidenceResults(**_frozen(**cols, cdf=cdf, baseline=base, mean_measure=np.array(mean)),
+                             thresholds=thresholds, measure=measure, alpha=float(alpha), name=name, path=path)
+
+
+def confidence_table(results: Sequence[ConfidenceResults], radii=DEFAULT_RADII, fmt: str = "text") -> str:
+    """Certified accuracy (%) at each radius for each threshold, CDF (001 Thm 2) beside baseline (Thm 1): an input
+    counts at r when its class is right and the certificate keeps the expected measure above c within r."""
+    check(fmt in FORMATS, f"unknown table format {fmt!r}; use one of {', '.join(FORMATS)}")
+    radii = [float(r) for r in np.atleast_1d(_radii(radii))]
+    header = ["name", "c", "certificate", "N"] + [f"r={r:g}" for r in radii] + ["average radius"]
+    rows, bold = [], []
+    for res in results:
+        for j, c in enumerate(res.thresholds):
+            pair = []
+            for kind, radius in (("cdf", res.cdf[:, j]), ("baseline", res.baseline[:, j])):
+                ok = res.correct == 1
+                acc = [float(np.mean(ok & (radius >= r) & (radius > 0))) for r in radii]
+                pair.append(([res.name, f"{c:g}", kind, str(len(ok))] + [_percent(a) for a in acc]
+                             + [f"{float(np.mean(radius * ok)):.3f}"], acc))
+            for (row, acc), (_, other) in zip(pair, pair[::-1]):
+                rows.append(row)
+                bold.append([False] * 4 + [a > b for a, b in zip(acc, other)] + [False])
+    lines = _render(header, rows, bold, fmt)
+    note = ("(certified accuracy in %: right class and E[measure] certified > c within r; cdf = Kumar et al. "
+            "Thm 2 with a one-sided DKW band, baseline = Thm 1 with Hoeffding; bold where one beats the other)")
+    return "\n".join(lines + ["% " + note if fmt == "latex" else note])
+
+
+def plot_confidence(results: Sequence[ConfidenceResults], out, max_radius: float | None = None,
+                    title: str | None = None) -> str:
+    """001 Fig. 5 and Fig. 3 side by side, written atomically in the extension's format: certified accuracy
+    against radius per threshold (CDF solid, baseline dashed), and each input's mean measure against its CDF
+    radius per threshold."""
+    target, fmt = output_target(out, PLOT_FORMATS, "plot")
+    import matplotlib
+    from matplotlib.figure import Figure
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    top = max(float(max(r.cdf.max(), r.baseline.max())) for r in results)
+    xmax = (top * 1.05 if top > 0 else 1.0) if max_radius is None else max_radius
+    check(math.isfinite(xmax) and xmax > 0, f"bad max_radius {max_radius!r}")
+    fig = Figure(figsize=(11, 4), dpi=120, layout="constrained")
+    acc_ax, scatter_ax = fig.subplots(1, 2)
+    k = 0
+    for res in results:
+        for j, c in enumerate(res.thresholds):
+            colour = colours[k % len(colours)]
+            k += 1
+            for radius, style, kind in ((res.cdf[:, j], "-", "CDF"), (res.baseline[:, j], "--", "baseline")):
+                grid = np.union1d(np.linspace(0, xmax, 400), radius[radius <= xmax])
+                hit = (res.correct[None, :] == 1) & (radius[None, :] >= grid[:, None]) & (radius[None, :] > 0)
+                acc_ax.step(grid, hit.mean(axis=1), where="pre", color=colour, linestyle=style,
+                            label=f"{res.name} c={c:g} {kind}" if len(results) > 1 else f"c={c:g} {kind}")
+            scatter_ax.scatter(res.mean_measure, res.cdf[:, j], s=6, color=colour, alpha=0.6, label=f"c={c:g}")
+    acc_ax.set(xlim=(0, xmax), ylim=(0, 1), xlabel="ℓ2 radius", ylabel="certified accuracy", title=title)
+    scatter_ax.set(xlabel=f"mean {results[0].measure} of the predicted class (n samples)",
+                   ylabel="CDF certified radius", title="prediction score vs certified radius")
+    for ax in (acc_ax, scatter_ax):
+        ax.grid(True, alpha=0.4)
+        ax.legend(fontsize=7)
+    _write_atomic(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120), "plot")
+    return os.fspath(out)

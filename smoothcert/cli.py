@@ -380,6 +380,19 @@ def cmd_analyze(args) -> None:
     from . import analysis, efficiency
     check(not (args.radii and args.radii_grid), "give --radii or --radii-grid, not both")
     radii = analysis.radius_grid(*args.radii_grid) if args.radii_grid else (args.radii or analysis.DEFAULT_RADII)
+    kinds = [analysis.is_confidence_file(path) for path in args.results]
+    if any(kinds):
+        check(all(kinds), "give certified-confidence files (smoothcert confidence) on their own, not mixed with "
+                          "certify or predict files")
+        check(not (args.plot_n or args.plot_samples or args.json), "--plot-n, --plot-samples and --json are for "
+                                                                   "certify files")
+        results = [analysis.load_confidence(path, allow_duplicates=args.allow_duplicates) for path in args.results]
+        if args.plot:
+            analysis.output_target(args.plot, analysis.PLOT_FORMATS, "plot")
+        print(analysis.confidence_table(results, radii, args.format))
+        if args.plot:
+            print(f"plot written to {analysis.plot_confidence(results, args.plot, args.max_radius, args.title)}")
+        return
     check(args.plot or (args.max_radius is None and args.title is None), "--max-radius and --title need --plot PATH")
     check(args.label is None or len(args.label) == len(args.results),
           f"--label given {len(args.label or [])} times for {len(args.results)} files: give one per file, in order")

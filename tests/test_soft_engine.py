@@ -188,3 +188,24 @@ def test_confidence_cli_resumes_and_recertifies_to_the_same_radii(tmp_path, mode
     capsys.readouterr()
     assert main(pargs + ["--thresholds", "1.5"]) == 2 and "thresholds must lie" in capsys.readouterr().err
     assert main(pargs + ["--thresholds", "0.4,0.6", "--noise", "laplace", "--lam", "0.2"]) == 2
+
+
+def test_analyze_reads_a_confidence_file_into_a_table_and_001s_figures(tmp_path, model_pt2, npz_data, capsys):
+    from smoothcert.analysis import load_confidence
+    path = tmp_path / "c.tsv"
+    args = ["confidence"] + certify_args(model_pt2, npz_data, path)[1:] + ["--thresholds", "0.4,0.6"]
+    assert main(args) == 0
+    res = load_confidence(path)
+    table = rows(path)
+    np.testing.assert_array_equal(res.cdf[:, 1], [float(r["cdf@0.6"]) for r in table])
+    capsys.readouterr()
+    assert main(["analyze", str(path), "--radii", "0", "0.1", "--plot", str(tmp_path / "c.svg")]) == 0
+    out = capsys.readouterr().out
+    ok = res.correct == 1
+    expected = 100 * np.mean(ok & (res.baseline[:, 0] >= 0.1) & (res.baseline[:, 0] > 0))
+    assert "cdf" in out and "baseline" in out and f"{expected:.1f}" in out
+    assert (tmp_path / "c.svg").read_bytes().lstrip().startswith(b"<?xml")
+    certify_out = tmp_path / "r.tsv"
+    assert main(certify_args(model_pt2, npz_data, certify_out)) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(path), str(certify_out)]) == 2 and "on their own" in capsys.readouterr().err
