@@ -2,7 +2,8 @@
 train a small CNN under Gaussian noise at sigma = 0.25 and 0.5 and under Laplace noise of the same variance as
 sigma = 0.25, certify the whole test split, re-certify the stored counts with every other certificate, and print
 l2 and l1 certified-accuracy tables with the ACR, and plots; then sample efficiency: the sigma = 0.25 run at
-several n from one nested pass beside the predicted values, and early stopping at target radii. Running it
+several n from one nested pass beside the predicted values, and early stopping at target radii; then soft
+scores: soft certificates against hard votes, and certified confidence (CDF against baseline). Running it
 again reuses the models and resumes."""
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ RADII = [0.0, 0.25, 0.5, 0.75, 1.0]
 NESTED = (100, 1000)                      # the first sigma is also certified at these n, in the same pass
 EFFICIENCY_RADII = (0.25, 0.5)
 TARGET_RADII = (0.25, 0.5)                # early stopping: certified at r0?
+CONFIDENCE_THRESHOLDS = (0.5, 0.8)        # certified confidence: expected score of the predicted class above c
 
 
 def _model(out_dir, tag, noise, train_set, test_set, epochs, seed, device):
@@ -99,8 +101,42 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
         print(f"plot: {plot}")
     efficiency = _sample_efficiency(out_dir, models[SIGMAS[0]], test_set, everyone, gaussian[0], nested, n0, n, alpha,
                                     seed, device, progress)
-    print(f"\nresults: {', '.join(l2 + l1 + efficiency)}\ndone in {time.perf_counter() - t0:.0f}s")
-    return l2 + l1 + efficiency
+    scores = _soft_scores(out_dir, models[SIGMAS[0]], test_set, everyone, gaussian[0], n0, n, alpha, seed, device,
+                          progress)
+    print(f"\nresults: {', '.join(l2 + l1 + efficiency + scores)}\ndone in {time.perf_counter() - t0:.0f}s")
+    return l2 + l1 + efficiency + scores
+
+
+def _soft_scores(out_dir, model, test_set, everyone, hard, n0, n, alpha, seed, device, progress):
+    """Soft scores on the sigma = 0.25 model: hard votes against soft certificates on the same inputs, and
+    certified confidence (001) at two thresholds, CDF against baseline."""
+    from .analysis import confidence_table, load_confidence, plot_confidence
+    from .run import confidence_dataset
+    noise = Gaussian(SIGMAS[0])
+    soft = os.path.join(out_dir, f"certify_sigma{SIGMAS[0]}_soft-bernstein.tsv")
+    print(f"\nsoft scores (sigma={SIGMAS[0]}): the smoothed soft classifier (expected softmax), n0={n0}, n={n} -> {soft}")
+    certify_dataset(Smooth(model, noise, device=device), test_set, everyone, soft, n0=n0, n=n, alpha=alpha,
+                    batch_size=1000, seed=seed, certificate="soft-bernstein", progress=progress)
+    hoeffding = soft.replace("soft-bernstein", "soft-hoeffding")
+    recertify(soft, "soft-hoeffding", hoeffding, overwrite=True)
+    print(summary_table([load_results(path) for path in (hard, soft, hoeffding)], RADII))
+    conf = os.path.join(out_dir, f"confidence_sigma{SIGMAS[0]}.tsv")
+    print(f"\ncertified confidence (Kumar et al. 2020), score of the predicted class above c = "
+          f"{', '.join(map(str, CONFIDENCE_THRESHOLDS))}: n={n} -> {conf}")
+    confidence_dataset(Smooth(model, noise, device=device), test_set, everyone, conf, n0=n0, n=n, alpha=alpha,
+                       thresholds=CONFIDENCE_THRESHOLDS, batch_size=1000, seed=seed, progress=progress)
+    res = load_confidence(conf)
+    print(confidence_table([res], RADII))
+    for j, c in enumerate(res.thresholds):
+        ok = res.correct == 1
+        gain = float(np.mean(res.cdf[ok, j] - res.baseline[ok, j]))
+        wins = float(np.mean(res.cdf[ok, j] > res.baseline[ok, j]))
+        print(f"  c = {c:g}: the CDF certificate {'beats' if gain > 0 else 'does not beat'} the baseline (average "
+              f"radius {gain:+.4f} over correct inputs; larger for {100 * wins:.0f}% of them)")
+    plot = plot_confidence([res], os.path.join(out_dir, "certified_confidence.png"),
+                           title=f"digits: certified confidence, sigma={SIGMAS[0]}")
+    print(f"plot: {plot}")
+    return [soft, hoeffding, conf]
 
 
 def _sample_efficiency(out_dir, model, test_set, everyone, fixed, nested, n0, n, alpha, seed, device, progress):

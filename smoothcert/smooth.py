@@ -28,13 +28,14 @@ from .models import eval_mode
 from .sampling import (
     AMP_DTYPES,
     ESTIMATION,
+    PIECE,
     PREDICTION,
     SELECTION,
-    Request,
-    Sampler,
     BettingScores,
     MeasureHistogram,
     NestedVotes,
+    Request,
+    Sampler,
     ScoreSums,
     Stream,
     Votes,
@@ -280,7 +281,8 @@ class Smooth:
         spec, norm = certificates.resolve(certificate, self.noise, norm)
         proxy_norm = norm if norm in self.noise.norms else None
         seed = self._seed(seed, generator)
-        for sampler, chunk, members, keep in self.groups(xs, [n0, max(1, n_max // 10)], batch_size, indices, skip):
+        # groups sized as for n = PIECE: many inputs share each round's forward batches (their n is not known ahead)
+        for sampler, chunk, members, keep in self.groups(xs, [n0, PIECE], batch_size, indices, skip):
             t0 = time.perf_counter()
             sel = self.streams(members, SELECTION, seed, generator, sampler.device)
             c0 = sampler.counts(chunk, [Request(j, sel[j], n0) for j in range(len(members))], on_batch)
@@ -321,7 +323,8 @@ class Smooth:
         schedule = UnionBound(alpha, n_max)
         p0 = target_probability(self.noise, radius, norm)
         seed = self._seed(seed, generator)
-        for sampler, chunk, members, keep in self.groups(xs, [n0, max(1, n_max // 10)], batch_size, indices, skip):
+        # groups sized as for n = PIECE: many inputs share each round's forward batches (their n is not known ahead)
+        for sampler, chunk, members, keep in self.groups(xs, [n0, PIECE], batch_size, indices, skip):
             t0 = time.perf_counter()
             G = len(members)
             sel = self.streams(members, SELECTION, seed, generator, sampler.device)
