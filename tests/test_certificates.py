@@ -255,11 +255,11 @@ WEAKEST = {
                                ((unsound.bounds_at_twice_alpha, 0.0969, ONE_SIDED),
                                 (unsound.selection_reused, 0.0979, ONE_SIDED))),
     # all n votes agree with probability P(A)^n ~ 2 alpha, and the 2 alpha bound (2 alpha)^(1/n) is above P(A).
-    # Rates: sound < 1e-70, bounds at 2 alpha 0.0990 (Laplace best 0.0980: a few selections send it to its
-    # two-sided branch).
+    # Rates: sound < 1e-70, bounds at 2 alpha 0.0990 (best 0.0979: a few selections send it to its two-sided
+    # branch).
     "all agree": Case((_AGREE, (1 - _AGREE) / 2, (1 - _AGREE) / 2), 10, 100, 0.05, tuple(ONE_SIDED + PAIRS),
-                      ((unsound.bounds_at_twice_alpha, 0.0990, [c for c in ONE_SIDED if c != ("best", L)]),
-                       (unsound.bounds_at_twice_alpha, 0.0980, [("best", L)]))),
+                      ((unsound.bounds_at_twice_alpha, 0.0990, ONE_SIDED[:3]),
+                       (unsound.bounds_at_twice_alpha, 0.0979, ONE_SIDED[3:]))),
     # A and the runner-up B nearly independent (650 classes share the rest), each bound nearly exact: dropping
     # Bonferroni nearly doubles the failure rate. Rates: sound 0.0359, each bound at alpha 0.0929.
     "independent bounds": Case((0.2606, 0.0837) + (_REST,) * 650, 100, 200, 0.05, tuple(PAIRS + ONE_SIDED),
@@ -273,6 +273,12 @@ WEAKEST = {
     # (the rest, 0.3, is the larger side of max(P(B), P(rest))). Rates: sound 0.0916, runner-up reused 0.2022.
     "equal runner-ups": Case((0.64,) + (0.06,) * 6, 10, 20, 0.1, (("exact-margin", G),),
                              ((unsound.runner_up_reused, 0.2022, (("exact-margin", G),)),)),
+    # best choosing its branch on the estimation counts (the larger radius): each branch's bounds hold w.p. 1 - alpha,
+    # but the larger of two radii fails when either does. Both failure events hinge on X_A, so they nearly coincide:
+    # this case is the worst we found by exact search (4 classes, n <= 60, alpha 0.05 and 0.1), not the 2 alpha of
+    # the union bound. Rates: sound 0.0822, best of both 0.1056 (so the plan needs ~10^5 repetitions).
+    "best of both": Case((0.81, 0.15, 0.02, 0.02), 20, 40, 0.1, (("best", G), ("best", L)),
+                         ((unsound.best_of_both, 0.1056, (("best", G), ("best", L))),)),
 }
 SOUND = [(case, name, noise) for case, c in WEAKEST.items() for name, noise in c.certificates]
 CONTROLS = [(case, variant.__name__, name, noise) for case, c in WEAKEST.items() for variant, _, names in c.controls
@@ -308,9 +314,13 @@ def _enumerated_failure_rate(name, noise, p, n0, n, alpha):
     """The harness's exact failure probability: every selection and estimation count vector, with its probability."""
     sel, est = _outcomes(n0, len(p)), _outcomes(n, len(p))
     w_sel, w_est = stats.multinomial.pmf(sel, n0, p), stats.multinomial.pmf(est, n, p)
-    # the selection counts matter only through A, B and best's choice of branch: one run per distinct choice
+    # the selection counts matter only through A, B and best's choice of branch (which reads n, not the estimation
+    # counts): one run per distinct choice
     a = sel.argmax(axis=1)
-    choice = np.column_stack([a, C.runner_up(sel, a), np.isfinite(C.certify("best", sel, sel, noise, alpha).p_upper)])
+    any_n = np.zeros_like(sel)
+    any_n[:, 0] = n
+    choice = np.column_stack([a, C.runner_up(sel, a),
+                              np.isfinite(C.certify("best", sel, any_n, noise, alpha).p_upper)])
     rate = 0.0
     for key in np.unique(choice, axis=0):
         rows = np.all(choice == key, axis=1)
@@ -321,7 +331,7 @@ def _enumerated_failure_rate(name, noise, p, n0, n, alpha):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [case for case, c in WEAKEST.items() if len(c.p) <= 3])
+@pytest.mark.parametrize("case", [case for case, c in WEAKEST.items() if len(c.p) <= 4])   # cheap to enumerate
 def test_stated_exact_rates_of_the_soundness_cases(case, monkeypatch, cached_exact_margin):
     """The rates the plans are sized with, recomputed by enumeration (each stated rounded down, so the plan's power
     holds); and every sound certificate's exact failure rate is <= alpha."""
