@@ -54,10 +54,19 @@ def _caught(reps: int, alpha: float, bad: float) -> bool:
 
 
 @lru_cache(maxsize=None)
-def plan(alpha: float, bad: float | None = None) -> Plan:
-    """The smallest number of repetitions (and its pass limit) meeting both conditions of the module docstring."""
+def plan(alpha: float, bad: float | None = None, reps: int | None = None) -> Plan:
+    """The smallest number of repetitions (and its pass limit) meeting both conditions of the module docstring.
+
+    alpha: the failure rate a sound certificate may have.
+    bad: the failure rate that must be caught (default 2 alpha).
+    reps: use this many repetitions instead of the smallest (a test kept at a larger size); it must meet both
+        conditions too, and gets the limit of that size.
+    """
     bad = 2 * alpha if bad is None else bad
     assert 0 < alpha < bad < 1, (alpha, bad)
+    if reps is not None:
+        assert _caught(reps, alpha, bad), f"{reps} repetitions do not catch a failure rate of {bad} (alpha = {alpha})"
+        return Plan(reps, _limit(reps, alpha), alpha, bad)
     hi = 16
     while not _caught(hi, alpha, bad):
         hi *= 2

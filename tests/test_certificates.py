@@ -1,5 +1,7 @@
 """Every hard-vote certificate: exact values against independent formulas, and soundness on ground truth."""
+import functools
 import math
+from dataclasses import dataclass
 
 import mpmath as mp
 import numpy as np
@@ -7,10 +9,13 @@ import pytest
 import torch
 from scipy import stats
 
+import smoothcert.bounds as bounds
+import unsound
 from conftest import Threshold
 from smoothcert import Gaussian, Laplace, Smooth, SmoothcertError
 from smoothcert import certificates as C
 from smoothcert.bounds import clopper_pearson_lower, clopper_pearson_upper
+from soundness import assert_caught, assert_sound, plan
 
 mp.mp.dps = 40
 
@@ -134,9 +139,14 @@ def test_best_picks_the_margin_certificate_when_the_rest_is_spread_out():
     assert one > two and best == one
 
 
-# -- soundness: failure rate <= alpha on ground truth ---------------------------------------------------------
-def limit(reps, alpha):
-    return int(stats.binom.isf(1e-6, reps, alpha))
+# -- soundness: failure rate <= alpha on multinomial ground truth ------------------------------------------------
+# The harness draws the selection and estimation counts from a known multinomial p, certifies, and counts the
+# failures: a certified class other than the true top class A, a radius beyond the certificate's own formula at the
+# true probabilities, or a reported bound beyond the truth (p_lower > P(A), p_upper < max_{c != A} P(c)). Every
+# test is sized by tests/soundness.py; the negative controls run an unsound variant (tests/unsound.py) through the
+# same harness and plan.
+ALL = [("cohen", Gaussian(0.5)), ("margin", Gaussian(0.5)), ("best", Gaussian(0.5)), ("gaussian-l1", Gaussian(0.5)),
+       ("teng", Laplace(0.4)), ("teng-binary", Laplace(0.4)), ("lecuyer", Laplace(0.4)), ("best", Laplace(0.4))]
 
 
 def _draws(p, n0, n, reps, seed):
@@ -144,20 +154,52 @@ def _draws(p, n0, n, reps, seed):
     return rng.multinomial(n0, p, size=reps), rng.multinomial(n, p, size=reps)
 
 
-def _true_radius(name, p, noise):
-    """The radius the certificate's theorem gives with the exact probabilities: what it must not exceed."""
+def _own_radius(name, noise, p, counts_selection, v):
+    """Per row, the radius the certificate's own formula gives at the true probabilities p (A the true top class)."""
+    norm = C.resolve(name, noise)[1]
     a = int(np.argmax(p))
-    pa, pb = p[a], max(q for i, q in enumerate(p) if i != a)
-    if name in ("cohen", "gaussian-l1"):
-        return noise.radius(pa), a
-    if name in ("margin", "best", "exact-margin", "teng"):
-        return noise.margin_radius(pa, pb), a
-    if name == "teng-binary":
-        return noise.radius(pa), a
+    pa, pb = p[a], np.delete(p, a).max()
+    if name in ("cohen", "gaussian-l1", "teng-binary"):
+        return noise.radius(pa, norm)
+    if name in ("margin", "teng"):
+        return noise.margin_radius(pa, pb, norm)
     if name == "lecuyer":
-        return noise.lecuyer_radius(pa, pb), a
+        return noise.lecuyer_radius(pa, pb, norm)
+    if name == "best":         # the formula of the certificate it used (the two-sided one reports an upper bound)
+        return np.where(np.isfinite(v.p_upper), noise.margin_radius(pa, pb, norm), noise.radius(pa, norm))
+    if name == "exact-margin":  # sigma/2 (Phi^-1 P(A) - Phi^-1 max(P(B), P(rest))), B the selection's runner-up
+        b = C.runner_up(counts_selection, np.full(len(counts_selection), a))
+        p_b = np.maximum(p[b], np.maximum(1 - pa - p[b], 0.0))
+        with np.errstate(divide="ignore"):
+            return 0.5 * noise.sigma * (stats.norm.ppf(pa) - stats.norm.ppf(p_b))
     raise KeyError(name)
 
+
+def _failed(name, noise, p, counts_selection, v):
+    """Which certificates (rows of v) are wrong on the ground truth p."""
+    p = np.asarray(p, dtype=float)
+    a = int(np.argmax(p))
+    pa, pb = p[a], np.delete(p, a).max()
+    radius = _own_radius(name, noise, p, counts_selection, v)
+    with np.errstate(invalid="ignore"):         # nan bounds (not reported) compare false
+        wrong = (v.prediction != a) | (v.radius > radius * (1 + 1e-12) + 1e-15) | (v.p_lower > pa * (1 + 1e-12)) \
+            | (v.p_upper < pb * (1 - 1e-12))
+    return (v.prediction != C.ABSTAIN) & wrong
+
+
+def multinomial_failures(name, noise, p, n0, n, alpha, plan_, seed):
+    c0, c1 = _draws(p, n0, n, plan_.reps, seed)
+    return int(np.sum(_failed(name, noise, p, c0, C.certify(name, c0, c1, noise, alpha))))
+
+
+@pytest.fixture
+def cached_exact_margin(monkeypatch):
+    """exact_margin_lower is pure and slow: compute it once per count triple (the soundness tests draw the same
+    small-n triples over and over)."""
+    monkeypatch.setattr(bounds, "exact_margin_lower", _cached_exact_margin_lower)
+
+
+_cached_exact_margin_lower = functools.lru_cache(maxsize=None)(bounds.exact_margin_lower)
 
 CASES = [  # (p, n0, n): near ties, all-agree, dominant class, spread-out rest
     ([0.52, 0.46, 0.02], 20, 200), ([0.995, 0.005, 0.0], 20, 200), ([0.9, 0.05, 0.05], 10, 100),
@@ -165,46 +207,157 @@ CASES = [  # (p, n0, n): near ties, all-agree, dominant class, spread-out rest
 ]
 
 
-@pytest.mark.parametrize("name,noise", [("cohen", Gaussian(0.5)), ("margin", Gaussian(0.5)), ("best", Gaussian(0.5)),
-                                        ("gaussian-l1", Gaussian(0.5)), ("teng", Laplace(0.4)),
-                                        ("teng-binary", Laplace(0.4)), ("lecuyer", Laplace(0.4)),
-                                        ("best", Laplace(0.4))])
+@pytest.mark.parametrize("name,noise", ALL)
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_certificate_fails_at_most_alpha_on_multinomial_ground_truth(name, noise, case):
+def test_certificate_is_sound_on_multinomial_ground_truth(name, noise, case):
     p, n0, n = CASES[case]
-    alpha, reps = 0.05, 4_000
-    c0, c1 = _draws(p, n0, n, reps, seed=case)
-    v = C.certify(name, c0, c1, noise, alpha)
-    radius, a = _true_radius(name, p, noise)
-    fails = np.sum((v.prediction != -1) & ((v.prediction != a) | (v.radius > radius * (1 + 1e-12) + 1e-15)))
-    assert fails <= limit(reps, alpha)
+    plan_ = plan(0.05, reps=4_000)
+    assert_sound(multinomial_failures(name, noise, p, n0, n, 0.05, plan_, seed=case), plan_)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [0, 2, 3])
-def test_exact_margin_certificate_fails_at_most_alpha(case):
+def test_exact_margin_certificate_is_sound_on_multinomial_ground_truth(case, cached_exact_margin):
     p, n0, n = CASES[case]           # the bound's own coverage is tested at length in test_exact_margin.py
-    alpha, reps = 0.1, 400
-    c0, c1 = _draws(p, n0, n, reps, seed=10 + case)
-    noise = Gaussian(0.5)
-    v = C.certify("exact-margin", c0, c1, noise, alpha)
-    radius, a = _true_radius("exact-margin", p, noise)
-    fails = np.sum((v.prediction != -1) & ((v.prediction != a) | (v.radius > radius * (1 + 1e-12))))
-    assert fails <= limit(reps, alpha)
+    plan_ = plan(0.1)
+    assert_sound(multinomial_failures("exact-margin", Gaussian(0.5), p, n0, n, 0.1, plan_, seed=10 + case), plan_)
+
+
+# Where each certificate is weakest, with the unsound variants run there and their EXACT failure rates (every count
+# vector enumerated, test_stated_exact_rates_of_the_soundness_cases; "independent bounds" by conditioning on the
+# maximum of its 650 small classes, offline). A case's plan catches the smallest of its variants' rates.
+G, L = Gaussian(0.5), Laplace(0.4)
+ONE_SIDED = [("cohen", G), ("gaussian-l1", G), ("teng-binary", L), ("best", G), ("best", L)]
+PAIRS = [("margin", G), ("teng", L), ("lecuyer", L)]
+
+
+@dataclass(frozen=True)
+class Case:
+    p: tuple
+    n0: int
+    n: int
+    alpha: float
+    certificates: tuple         # (name, noise): the sound certificates run here
+    controls: tuple             # (variant, its exact failure rate, the certificates it is run on)
+
+
+def _plan(c: Case):
+    """Sized to catch the least unsound of the case's variants (2 alpha if it has none)."""
+    return plan(c.alpha, min([rate for _, rate, _ in c.controls] + [2 * c.alpha]))
+
+
+_AGREE = 0.1 ** (1 / 100) * (1 - 1e-4)      # just below (2 alpha)^(1/n)
+_REST = (1 - 0.2606 - 0.0837) / 650
+WEAKEST = {
+    # two classes, P(A) = 0.5002: the selection is a coin flip and Clopper-Pearson is nearly exact at n = 500.
+    # Rates: sound 0.0487, bounds at 2 alpha 0.0969, selection reused 0.0979 (best picks its one-sided branch here).
+    "two-class near tie": Case((0.4998, 0.5002), 10, 500, 0.05, tuple(ONE_SIDED + PAIRS),
+                               ((unsound.bounds_at_twice_alpha, 0.0969, ONE_SIDED),
+                                (unsound.selection_reused, 0.0979, ONE_SIDED))),
+    # all n votes agree with probability P(A)^n ~ 2 alpha, and the 2 alpha bound (2 alpha)^(1/n) is above P(A).
+    # Rates: sound < 1e-70, bounds at 2 alpha 0.0990 (best 0.0979: a few selections send it to its two-sided
+    # branch).
+    "all agree": Case((_AGREE, (1 - _AGREE) / 2, (1 - _AGREE) / 2), 10, 100, 0.05, tuple(ONE_SIDED + PAIRS),
+                      ((unsound.bounds_at_twice_alpha, 0.0990, ONE_SIDED[:3]),
+                       (unsound.bounds_at_twice_alpha, 0.0979, ONE_SIDED[3:]))),
+    # A and the runner-up B nearly independent (650 classes share the rest), each bound nearly exact: dropping
+    # Bonferroni nearly doubles the failure rate. Rates: sound 0.0359, each bound at alpha 0.0929.
+    "independent bounds": Case((0.2606, 0.0837) + (_REST,) * 650, 100, 200, 0.05, tuple(PAIRS + ONE_SIDED),
+                               ((unsound.bounds_at_twice_alpha, 0.0929, PAIRS),
+                                (unsound.bonferroni_dropped, 0.0929, PAIRS))),
+    # A and B nearly tied, a third class: the selection picks B about half the time, and a margin test at level
+    # alpha is nearly exact here. Rates (exact-margin): sound 0.0927, selection reused 0.1870.
+    "three-class near tie": Case((0.44, 0.439, 0.121), 10, 24, 0.1, (("exact-margin", G),) + tuple(PAIRS + ONE_SIDED),
+                                 ((unsound.selection_reused, 0.1870, (("exact-margin", G),)),)),
+    # six equal runner-ups: B chosen on the estimation counts is the largest of them, which leaves the smallest rest
+    # (the rest, 0.3, is the larger side of max(P(B), P(rest))). Rates: sound 0.0916, runner-up reused 0.2022.
+    "equal runner-ups": Case((0.64,) + (0.06,) * 6, 10, 20, 0.1, (("exact-margin", G),),
+                             ((unsound.runner_up_reused, 0.2022, (("exact-margin", G),)),)),
+    # best choosing its branch on the estimation counts (the larger radius): each branch's bounds hold w.p. 1 - alpha,
+    # but the larger of two radii fails when either does. Both failure events hinge on X_A, so they nearly coincide:
+    # this case is the worst we found by exact search (4 classes, n <= 60, alpha 0.05 and 0.1), not the 2 alpha of
+    # the union bound. Rates: sound 0.0822, best of both 0.1056 (so the plan needs ~10^5 repetitions).
+    "best of both": Case((0.81, 0.15, 0.02, 0.02), 20, 40, 0.1, (("best", G), ("best", L)),
+                         ((unsound.best_of_both, 0.1056, (("best", G), ("best", L))),)),
+}
+SOUND = [(case, name, noise) for case, c in WEAKEST.items() for name, noise in c.certificates]
+CONTROLS = [(case, variant.__name__, name, noise) for case, c in WEAKEST.items() for variant, _, names in c.controls
+            for name, noise in names]
+
+
+def _id(x):
+    return x.name if hasattr(x, "name") and not isinstance(x, str) else str(x)
+
+
+@pytest.mark.parametrize("case,name,noise", SOUND, ids=_id)
+def test_certificate_is_sound_where_it_is_weakest(case, name, noise, cached_exact_margin):
+    c = WEAKEST[case]
+    assert_sound(multinomial_failures(name, noise, c.p, c.n0, c.n, c.alpha, _plan(c), seed=7), _plan(c))
+
+
+@pytest.mark.parametrize("case,variant,name,noise", CONTROLS, ids=_id)
+def test_sound_harness_catches_the_unsound_variant(case, variant, name, noise, monkeypatch, cached_exact_margin):
+    c = WEAKEST[case]
+    getattr(unsound, variant)(monkeypatch)
+    assert_caught(multinomial_failures(name, noise, c.p, c.n0, c.n, c.alpha, _plan(c), seed=7), _plan(c))
+
+
+def _outcomes(n, k):
+    """Every count vector of k classes summing to n, as rows."""
+    if k == 1:
+        return np.array([[n]])
+    return np.vstack([np.column_stack([np.full(len(rest), i), rest]) for i in range(n + 1)
+                      for rest in [_outcomes(n - i, k - 1)]])
+
+
+def _enumerated_failure_rate(name, noise, p, n0, n, alpha):
+    """The harness's exact failure probability: every selection and estimation count vector, with its probability."""
+    sel, est = _outcomes(n0, len(p)), _outcomes(n, len(p))
+    w_sel, w_est = stats.multinomial.pmf(sel, n0, p), stats.multinomial.pmf(est, n, p)
+    # the selection counts matter only through A, B and best's choice of branch (which reads n, not the estimation
+    # counts): one run per distinct choice
+    a = sel.argmax(axis=1)
+    any_n = np.zeros_like(sel)
+    any_n[:, 0] = n
+    choice = np.column_stack([a, C.runner_up(sel, a),
+                              np.isfinite(C.certify("best", sel, any_n, noise, alpha).p_upper)])
+    rate = 0.0
+    for key in np.unique(choice, axis=0):
+        rows = np.all(choice == key, axis=1)
+        rep = np.repeat(sel[rows][:1], len(est), axis=0)
+        rate += w_sel[rows].sum() * w_est[_failed(name, noise, np.asarray(p), rep, C.certify(name, rep, est, noise,
+                                                                                              alpha))].sum()
+    return rate
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [case for case, c in WEAKEST.items() if len(c.p) <= 4])   # cheap to enumerate
+def test_stated_exact_rates_of_the_soundness_cases(case, monkeypatch, cached_exact_margin):
+    """The rates the plans are sized with, recomputed by enumeration (each stated rounded down, so the plan's power
+    holds); and every sound certificate's exact failure rate is <= alpha."""
+    c = WEAKEST[case]
+    for name, noise in c.certificates:
+        assert _enumerated_failure_rate(name, noise, c.p, c.n0, c.n, c.alpha) <= c.alpha, name
+    for variant, rate, names in c.controls:
+        with monkeypatch.context() as m:
+            variant(m)
+            for name, noise in names:
+                assert 0 <= _enumerated_failure_rate(name, noise, c.p, c.n0, c.n, c.alpha) - rate < 1e-4, name
 
 
 def test_laplace_threshold_classifier_end_to_end_is_sound_and_tight():
     """f(x) = 1[x_0 > 0] under Laplace(lam) noise at x_0 = m: pA = 1 - exp(-m/lam)/2 and the exact l1 robust
     radius is m, which Teng et al.'s binary radius reaches exactly (Thm 3)."""
-    lam, m, alpha, reps = 0.5, 0.8, 0.05, 3_000
+    lam, m, alpha = 0.5, 0.8, 0.05
+    plan_ = plan(alpha, reps=3_000)
     smooth = Smooth(Threshold(), Laplace(lam))
-    xs = torch.full((reps, 1), m, dtype=torch.float64)
+    xs = torch.full((plan_.reps, 1), m, dtype=torch.float64)
     certs = list(smooth.certify_many(xs, 20, 500, alpha, 20_000, seed=3, certificate="teng-binary"))
-    fails = sum(c.prediction != -1 and (c.prediction != 1 or c.radius > m * (1 + 1e-12)) for c in certs)
-    assert fails <= limit(reps, alpha)
     pa = 1 - 0.5 * math.exp(-m / lam)
+    assert_sound(sum(c.prediction != -1 and (c.prediction != 1 or c.radius > m * (1 + 1e-12) or c.p_lower > pa)
+                     for c in certs), plan_)
     freq = np.mean([c.counts[1] / 500 for c in certs])
-    assert freq == pytest.approx(pa, abs=4 * math.sqrt(pa * (1 - pa) / (500 * reps)))
+    assert freq == pytest.approx(pa, abs=4 * math.sqrt(pa * (1 - pa) / (500 * plan_.reps)))
     assert Laplace(lam).radius(pa) == pytest.approx(m, rel=1e-12)
 
 

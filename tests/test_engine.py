@@ -169,6 +169,61 @@ def test_noise_is_drawn_in_the_model_dtype():
     assert c.counts.sum() == 100
 
 
+class Recorder(nn.Module):
+    """A two-class model in `dtype` that keeps a copy of every batch it receives."""
+
+    def __init__(self, dtype):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1, dtype=dtype))
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        v = x.reshape(x.shape[0], -1)[:, :1] * self.w
+        return torch.cat([-v, v], dim=1)
+
+
+def _received(model, x, sigma, k, seed):
+    """The one batch the engine feeds `model` for k samples of x from a stream seeded with `seed` (one full batch)."""
+    s = Sampler(model, Gaussian(sigma), 2, batch_size=k)
+    counts = s.counts(x, [Request(0, torch.Generator().manual_seed(seed), k)])
+    assert counts.sum() == k and len(model.seen) == 1
+    return s, model.seen[0]
+
+
+def _noise(shape, dtype, sigma, seed):
+    return torch.empty(shape, dtype=dtype).normal_(0.0, sigma, generator=torch.Generator().manual_seed(seed))
+
+
+def test_sound_noise_is_drawn_in_float64_for_a_float64_model():
+    """The model must receive exactly x + noise with the noise drawn in float64: noise drawn in float32 (and widened)
+    would be a different, coarser sample."""
+    x, k, sigma = torch.tensor([[0.1, 1 / 3]], dtype=torch.float64), 500, 0.5
+    s, received = _received(Recorder(torch.float64), x, sigma, k, seed=3)
+    assert s.noise_dtype == torch.float64 and received.dtype == torch.float64
+    expected = _noise((k, 2), torch.float64, sigma, 3) + x
+    assert torch.equal(received, expected)
+    narrow = (_noise((k, 2), torch.float32, sigma, 3) + x.float()).double()
+    assert not torch.equal(narrow, expected)          # the comparison above can tell the two apart
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_sound_noise_is_added_to_the_unrounded_input_of_a_half_precision_model(dtype):
+    """Rounding x to bfloat16 / float16 before adding noise would move the centre of the certified ball: the model
+    must receive exactly round(x + noise), x and the noise in float32, rounded once (a cast that is part of the
+    base classifier)."""
+    x = torch.tensor([[1 + 2 ** -9 + 2 ** -13, -0.3]], dtype=torch.float64)   # not representable in either type
+    k, sigma = 1000, 0.01                                  # noise of a few half-precision steps at 1
+    s, received = _received(Recorder(dtype), x, sigma, k, seed=5)
+    assert s.noise_dtype == torch.float32 and s._buffer((2,)).dtype == torch.float32 and received.dtype == dtype
+    noise = _noise((k, 2), torch.float32, sigma, 5)
+    expected = (noise + x.float()).to(dtype)
+    assert torch.equal(received, expected)
+    rounded_first = (noise + x.to(dtype)).to(dtype)
+    narrow_noise = (_noise((k, 2), dtype, sigma, 5) + x.to(dtype)).to(dtype)
+    assert not torch.equal(rounded_first, expected) and not torch.equal(narrow_noise, expected)
+
+
 def test_certify_constant_classifier_gives_the_closed_form_radius():
     # every sample votes for class 2: pA_lower = alpha^(1/n) exactly, radius = sigma * Phi^-1(alpha^(1/n))
     s = Smooth(Constant(2, 5), Gaussian(0.25))
@@ -272,25 +327,3 @@ def test_engine_feeds_soft_scores_and_stream_positions_to_statistics():
     assert 0.5 < sums[3, 1] / sizes[3] < 0.7
     for k, seen in zip(sizes, positions):
         assert sorted(seen) == list(range(k))                            # every position once, per stream
-
-
-def test_half_precision_models_get_noise_added_at_full_precision():
-    """Rounding x to bfloat16 before adding noise would move the centre of the certified ball; the engine adds
-    noise in float32 and casts only the noisy input (a cast that is part of the base classifier)."""
-    seen = []
-
-    class Spy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(1, dtype=torch.bfloat16))
-
-        def forward(self, x):
-            seen.append(x.dtype)
-            v = x.reshape(x.shape[0], -1)[:, :1] * self.w
-            return torch.cat([-v, v], dim=1)
-
-    s = Sampler(Spy(), Gaussian(1e-3), 2, batch_size=100)
-    x = torch.tensor([[1.0 + 2 ** -9]])                  # not representable in bfloat16 (8 bits of mantissa)
-    assert s.noise_dtype == torch.float32 and s._buffer((1,)).dtype == torch.float32
-    counts = s.counts(x, [Request(0, torch.Generator().manual_seed(0), 100)])
-    assert counts.sum() == 100 and set(seen) == {torch.bfloat16}

@@ -14,6 +14,7 @@ from scipy import optimize, special, stats
 from smoothcert import SmoothcertError
 from smoothcert.bounds import margin as bounds
 from smoothcert.bounds import clopper_pearson_lower, clopper_pearson_upper, exact_margin_lower
+from soundness import assert_caught, assert_sound, plan
 
 TIE = 1e-12  # the tie tolerance of the definition P(θ̂ >= θ̃): float ties count as ties
 
@@ -182,11 +183,6 @@ def test_refined_interval_bound_is_below_the_attained_values():
 # ---------------------------------------------------------------------------------------------------------------
 # 3. Soundness: the bound exceeds the true margin with probability at most alpha.
 
-def failure_limit(reps, alpha):
-    """Observing more failures than this in `reps` draws has probability <= 1e-6 when the failure rate is <= alpha."""
-    return int(stats.binom.isf(1e-6, reps, alpha))
-
-
 def lcbs_by_key(n, alpha, h, keys):
     """The bound depends on the counts only through (x_A, max(x_B, x_R)): compute it once per key."""
     return {key: exact_margin_lower(key[0], key[1], n - key[0] - key[1], alpha, h) for key in keys}
@@ -204,7 +200,7 @@ SIM_CASES = [((0.45, 0.44, 0.11), "near tie"), ((0.98, 0.015, 0.005), "dominant,
 
 
 @pytest.mark.parametrize("h", ["probit", "identity"])
-def test_coverage_by_exact_enumeration(h):
+def test_exact_margin_lower_is_sound_by_exact_enumeration(h):
     # every count vector at n = 12 with its exact probability: the failure probability itself is <= alpha
     n, alpha = 12, 0.05
     X = outcomes(n)
@@ -220,9 +216,9 @@ def test_coverage_by_exact_enumeration(h):
 
 @pytest.mark.parametrize("p,label", [pytest.param(*case, marks=pytest.mark.slow) if case[0][0] < 0.85 else case
                                      for case in SIM_CASES])
-def test_coverage_simulated_small_n(p, label):
-    n, alpha, reps = 20, 0.05, 2000
-    assert simulated_failures(p, n, alpha, "probit", reps) <= failure_limit(reps, alpha)
+def test_exact_margin_lower_is_sound_simulated_small_n(p, label):
+    n, alpha, plan_ = 20, 0.05, plan(0.05, reps=2000)
+    assert_sound(simulated_failures(p, n, alpha, "probit", plan_.reps), plan_)
 
 
 def strict_cutoffs(x_a, x_b, x_rest, h):
@@ -234,26 +230,26 @@ def strict_cutoffs(x_a, x_b, x_rest, h):
 
 
 @pytest.mark.parametrize("p", [(0.95, 0.04, 0.01), pytest.param((0.97, 0.03, 0.0), marks=pytest.mark.slow)])
-def test_harness_catches_the_strict_inequality_version(p, monkeypatch):
-    n, alpha, reps = 20, 0.05, 2000
-    limit = failure_limit(reps, alpha)
-    assert simulated_failures(p, n, alpha, "probit", reps) <= limit
+def test_sound_harness_catches_the_strict_inequality_version(p, monkeypatch):
+    n, alpha, plan_ = 20, 0.05, plan(0.05, reps=2000)
+    assert_sound(simulated_failures(p, n, alpha, "probit", plan_.reps), plan_)
     monkeypatch.setattr(bounds, "_margin_cutoffs", strict_cutoffs)
-    fails = simulated_failures(p, n, alpha, "probit", reps)
-    assert fails > 2 * limit  # about P(all 20 votes for A) = 0.36 (p_A = 0.95) or 0.54 (0.97), not <= 0.05
+    fails = simulated_failures(p, n, alpha, "probit", plan_.reps)
+    assert_caught(fails, plan_)
+    assert fails > 0.15 * plan_.reps  # about P(all 20 votes for A) = 0.36 (p_A = 0.95) or 0.54 (0.97), not <= 0.05
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("h,alpha", [("probit", 0.05), ("probit", 0.1), ("identity", 0.1)])
 @pytest.mark.parametrize("p,label", SIM_CASES)
-def test_coverage_simulated(p, label, alpha, h):
-    reps = 3000
+def test_exact_margin_lower_is_sound_simulated(p, label, alpha, h):
+    plan_ = plan(alpha, reps=3000)
     for n in ([50, 200] if p[0] > 0.85 else [50]):
-        assert simulated_failures(p, n, alpha, h, reps, seed=n) <= failure_limit(reps, alpha), n
+        assert_sound(simulated_failures(p, n, alpha, h, plan_.reps, seed=n), plan_)
 
 
 @pytest.mark.slow
-def test_coverage_by_exact_enumeration_n20():
+def test_exact_margin_lower_is_sound_by_exact_enumeration_n20():
     n, alpha = 20, 0.1
     X = outcomes(n)
     keys = [(int(x[0]), int(max(x[1], x[2]))) for x in X]
