@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import Constant, Threshold
 from smoothcert import ABSTAIN, Gaussian, Smooth, SmoothcertError
-from smoothcert.sampling import MIN_FORWARD, Request, Sampler, derive_seed, make_stream
+from smoothcert.sampling import MIN_FORWARD, PIECE, Request, Sampler, derive_seed, make_stream
 from smoothcert.smooth import group_size
 
 
@@ -192,7 +192,11 @@ def _received(model, x, sigma, k, seed):
 
 
 def _noise(shape, dtype, sigma, seed):
-    return torch.empty(shape, dtype=dtype).normal_(0.0, sigma, generator=torch.Generator().manual_seed(seed))
+    """The engine's documented draw: one generator read in pieces of exactly PIECE samples, each drawn whole."""
+    gen = torch.Generator().manual_seed(seed)
+    pieces = -(-shape[0] // PIECE)
+    return torch.cat([torch.empty((PIECE, *shape[1:]), dtype=dtype).normal_(0.0, sigma, generator=gen)
+                      for _ in range(pieces)])[:shape[0]]
 
 
 def test_sound_noise_is_drawn_in_float64_for_a_float64_model():
