@@ -124,6 +124,10 @@ class Smooth:
         self._samplers: dict[int, Sampler] = {}   # per batch size: buffers and probes are paid once, not per call
         self._shapes: set[tuple] = set()          # input shapes the model was checked on
 
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. sent to Ray workers) without its engines: their buffers are rebuilt where it lands."""
+        return {**self.__dict__, "_samplers": {}}
+
     # -- public API -------------------------------------------------------------------------------
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = 1000, *,
                 seed: int | None = None, index: int = 0, generator: torch.Generator | None = None,
