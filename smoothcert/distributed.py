@@ -262,10 +262,10 @@ class RayExecutor:
 
     def close(self) -> None:
         """Stop the workers, and shut Ray down if this executor started it."""
-        self._stop_workers()
-        if self.started:
+        if self.started:                         # which stops the workers too, quietly
             require_ray().shutdown()
-            self.started = False
+            self.started, self.actors = False, []
+        self._stop_workers()
 
     def __enter__(self) -> "RayExecutor":
         return self.start()
@@ -375,8 +375,8 @@ class RayExecutor:
         finally:
             self.stats = TaskStats(len(self.actors), len(tasks), rows, samples, time.perf_counter() - t0, busy,
                                    frozenset(pids) - {0})
-            if pending:                          # stopped early: their queued work must not hold up the next run
-                self._stop_workers()
+            for ref in pending:                  # stopped early: their queued work must not hold up the next run
+                ray.cancel(ref)                  # (a task already running on a worker finishes, unread)
 
     def _outcome(self, ray, ref, members: list[int]):
         """A task's result, or its failure as (no results, one-line error naming its inputs, ...)."""
