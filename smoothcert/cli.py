@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -61,6 +62,11 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
                    help="forward passes under autocast to float16 (--amp or --amp fp16) or bfloat16 (--amp bf16); the "
                         "autocast model is the base classifier certified (on a CPU: emulated, slower, for measuring)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on a Ray cluster (pip install 'smoothcert[ray]'): --ray alone starts a local one of "
+                        "--workers; --ray ADDRESS joins one (auto: the one on this machine); same rows as without")
+    p.add_argument("--workers", type=int, help="Ray workers, each loading the model once (default: one per CPU of the "
+                                               "cluster, one per GPU with a CUDA --device)")
 
 
 def _certificate_args(p: argparse.ArgumentParser) -> None:
@@ -225,6 +231,7 @@ def _smoothed(args):
     from .run import resolve_device
     from .smooth import Smooth
 
+    _check_ray(args)
     noise = _noise(args)
     check_alpha(args.alpha)
     if args.batch is not None:
@@ -236,6 +243,32 @@ def _smoothed(args):
     model = load_model(args.model, args.weights, device, trust=args.trust_model, num_classes=data.num_classes,
                        in_channels=data.x.shape[1])
     return Smooth(model, noise, device=device, amp=args.amp), data, indices
+
+
+def _check_ray(args) -> None:
+    """--ray and --workers agree, and Ray is installed (before any data or model is loaded)."""
+    if getattr(args, "ray", None) is None:
+        check(getattr(args, "workers", None) is None, "--workers goes with --ray")
+        return
+    from .distributed import require_ray
+    require_ray()
+    if args.workers is not None:
+        check_count("--workers", args.workers)
+
+
+@contextlib.contextmanager
+def _executor(args, smoothed, data):
+    """With --ray, a RayExecutor whose workers each load the model from its files; else None (this process)."""
+    if args.ray is None:
+        yield None
+        return
+    from .distributed import RayExecutor, Recipe
+    recipe = Recipe.of(args.model, args.weights, smoothed, trust=args.trust_model, num_classes=data.num_classes,
+                       in_channels=data.x.shape[1])
+    with RayExecutor(None if args.ray == "local" else args.ray, workers=args.workers, make_smooth=recipe,
+                     num_gpus=int(smoothed.device.type == "cuda")) as executor:
+        print(f"smoothcert: {executor.describe()}", file=sys.stderr)
+        yield executor
 
 
 def _check_out(args) -> None:
@@ -275,11 +308,13 @@ def cmd_certify(args) -> None:
               "stopping; leave --certificate out")
         check_alpha(args.futility_level)
     smoothed, data, indices = _smoothed(args)
-    written = certify_dataset(smoothed, data, indices, args.out, n0=args.n0, n=ns, alpha=args.alpha,
-                              batch_size=args.batch, seed=args.seed, certificate=args.certificate, norm=args.norm,
-                              n_max=args.n_max, max_loss=args.max_loss, relative=args.loss == "relative",
-                              target_radius=args.target_radius, futility=args.futility,
-                              futility_level=args.futility_level, progress=not args.no_progress)
+    with _executor(args, smoothed, data) as executor:
+        written = certify_dataset(smoothed, data, indices, args.out, n0=args.n0, n=ns, alpha=args.alpha,
+                                  batch_size=args.batch, seed=args.seed, certificate=args.certificate, norm=args.norm,
+                                  n_max=args.n_max, max_loss=args.max_loss, relative=args.loss == "relative",
+                                  target_radius=args.target_radius, futility=args.futility,
+                                  futility_level=args.futility_level, progress=not args.no_progress,
+                                  executor=executor)
     outs = nested_paths(args.out, ns) if len(ns) > 1 and not adaptive else [args.out]
     print(f"{written} rows written to {', '.join(outs)} ({len(indices) - written} were already there)")
 
@@ -288,8 +323,10 @@ def cmd_predict(args) -> None:
     from .run import predict_dataset
     check_count("--n", args.n)
     smoothed, data, indices = _smoothed(args)
-    written = predict_dataset(smoothed, data, indices, args.out, n=args.n, alpha=args.alpha, batch_size=args.batch,
-                              seed=args.seed, progress=not args.no_progress)
+    with _executor(args, smoothed, data) as executor:
+        written = predict_dataset(smoothed, data, indices, args.out, n=args.n, alpha=args.alpha,
+                                  batch_size=args.batch, seed=args.seed, progress=not args.no_progress,
+                                  executor=executor)
     print(f"{written} rows written to {args.out} ({len(indices) - written} were already there)")
 
 
@@ -362,9 +399,11 @@ def cmd_confidence(args) -> None:
         check_count("--num-thresholds", args.num_thresholds)
     check(_noise(args).name == "gaussian", "certified confidence needs --noise gaussian")
     smoothed, data, indices = _smoothed(args)
-    written = confidence_dataset(smoothed, data, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
-                                 thresholds=thresholds, measure=args.measure, num_thresholds=args.num_thresholds,
-                                 batch_size=args.batch, seed=args.seed, progress=not args.no_progress)
+    with _executor(args, smoothed, data) as executor:
+        written = confidence_dataset(smoothed, data, indices, args.out, n0=args.n0, n=args.n, alpha=args.alpha,
+                                     thresholds=thresholds, measure=args.measure, num_thresholds=args.num_thresholds,
+                                     batch_size=args.batch, seed=args.seed, progress=not args.no_progress,
+                                     executor=executor)
     print(f"{written} rows written to {args.out} ({len(indices) - written} were already there)")
 
 

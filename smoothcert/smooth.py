@@ -151,6 +151,10 @@ class Smooth:
         self._samplers: dict[int, Sampler] = {}   # per batch size: buffers and probes are paid once, not per call
         self._shapes: set[tuple] = set()          # input shapes the model was checked on
 
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. sent to Ray workers) without its engines: their buffers are rebuilt where it lands."""
+        return {**self.__dict__, "_samplers": {}}
+
     # -- public API -------------------------------------------------------------------------------
     def certify(self, x: torch.Tensor, n0: int, n: int, alpha: float, batch_size: int | None = 1000, *,
                 seed: int | None = None, index: int = 0, generator: torch.Generator | None = None,
@@ -240,7 +244,8 @@ class Smooth:
         ns = _sizes(ns)
         spec, norm = certificates.resolve(certificate, self.noise, norm)
         seed = self._seed(seed, generator)
-        for sampler, chunk, members, keep in self.groups(xs, [n0, ns[-1]], batch_size, indices, skip):
+        for sampler, chunk, members, keep in self.groups(xs, GROUPING["certify_nested"](dict(n0=n0, ns=ns)),
+                                                         batch_size, indices, skip):
             t0 = time.perf_counter()
             sel = self.streams(members, SELECTION, seed, generator, sampler.device)
             est = self.streams(members, ESTIMATION, seed, generator, sampler.device)
@@ -281,8 +286,8 @@ class Smooth:
         spec, norm = certificates.resolve(certificate, self.noise, norm)
         proxy_norm = norm if norm in self.noise.norms else None
         seed = self._seed(seed, generator)
-        # groups sized as for n = PIECE: many inputs share each round's forward batches (their n is not known ahead)
-        for sampler, chunk, members, keep in self.groups(xs, [n0, PIECE], batch_size, indices, skip):
+        for sampler, chunk, members, keep in self.groups(xs, GROUPING["certify_input_n"](dict(n0=n0)), batch_size,
+                                                         indices, skip):
             t0 = time.perf_counter()
             sel = self.streams(members, SELECTION, seed, generator, sampler.device)
             c0 = sampler.counts(chunk, [Request(j, sel[j], n0) for j in range(len(members))], on_batch)
@@ -323,8 +328,8 @@ class Smooth:
         schedule = UnionBound(alpha, n_max)
         p0 = target_probability(self.noise, radius, norm)
         seed = self._seed(seed, generator)
-        # groups sized as for n = PIECE: many inputs share each round's forward batches (their n is not known ahead)
-        for sampler, chunk, members, keep in self.groups(xs, [n0, PIECE], batch_size, indices, skip):
+        for sampler, chunk, members, keep in self.groups(xs, GROUPING["certify_target"](dict(n0=n0)), batch_size,
+                                                         indices, skip):
             t0 = time.perf_counter()
             G = len(members)
             sel = self.streams(members, SELECTION, seed, generator, sampler.device)
@@ -370,7 +375,8 @@ class Smooth:
         spec, norm = certificates.resolve(certificate, self.noise, norm)
         check(spec.statistic == "scores", f"{spec.name} is not a soft certificate (soft ones: {', '.join(soft.CERTIFICATES)})")
         seed = self._seed(seed, generator)
-        for sampler, chunk, members, keep in self.groups(xs, [n0, n], batch_size, indices, skip):
+        for sampler, chunk, members, keep in self.groups(xs, GROUPING["certify_soft"](dict(n0=n0, n=n)), batch_size,
+                                                         indices, skip):
             t0 = time.perf_counter()
             G = len(members)
             sel = self.streams(members, SELECTION, seed, generator, sampler.device)
@@ -422,7 +428,8 @@ class Smooth:
         check_count("bins", bins)
         seed = self._seed(seed, generator)
         sigma = self.noise.sigma
-        for sampler, chunk, members, keep in self.groups(xs, [n0, n], batch_size, indices, skip):
+        for sampler, chunk, members, keep in self.groups(xs, GROUPING["confidence"](dict(n0=n0, n=n)), batch_size,
+                                                         indices, skip):
             t0 = time.perf_counter()
             G = len(members)
             sel = self.streams(members, SELECTION, seed, generator, sampler.device)
@@ -541,6 +548,20 @@ class Smooth:
             counts = counts.reshape(len(members), len(stages), -1)[keep]
             seconds = (time.perf_counter() - t0) / len(members)
             yield [members[j] for j in keep], [counts[:, s] for s in range(len(stages))], seconds
+
+
+# The per-input samples by which each method groups its inputs (`group_size`), from its bound arguments: the one
+# place that says it, so a distributed run (smoothcert.distributed) cuts its tasks into the very same groups.
+# The adaptive modes group as for n = PIECE: many inputs share each round's forward batches.
+GROUPING = {
+    "certify_many": lambda a: [a["n0"], a["n"]],
+    "predict_many": lambda a: [a["n"]],
+    "certify_nested": lambda a: [a["n0"], max(_sizes(a["ns"]))],
+    "certify_input_n": lambda a: [a["n0"], PIECE],
+    "certify_target": lambda a: [a["n0"], PIECE],
+    "certify_soft": lambda a: [a["n0"], a["n"]],
+    "confidence": lambda a: [a["n0"], a["n"]],
+}
 
 
 def _sizes(ns) -> list[int]:
