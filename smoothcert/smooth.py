@@ -379,10 +379,7 @@ class Smooth:
                                                          indices, skip):
             t0 = time.perf_counter()
             G = len(members)
-            sel = self.streams(members, SELECTION, seed, generator, sampler.device)
-            c0, (s0, _) = sampler.run(chunk, [Request(j, sel[j], n0) for j in range(G)], [Votes(), ScoreSums()],
-                                      on_batch)
-            top = soft.choose(s0)
+            c0, s0, top = self._soft_selection(sampler, chunk, members, n0, seed, generator, on_batch)
             stats = [Votes(), ScoreSums()]
             if spec.name == "soft-betting":              # grids around the selection means: fixed before sampling
                 mean = s0 / n0
@@ -413,7 +410,6 @@ class Smooth:
         provably stays above c: by the CDF certificate (Thm 2, one-sided DKW band) and the baseline (Thm 1,
         Hoeffding), each at level alpha, found by bisection and rounded down (smoothcert.confidence)."""
         from . import confidence as conf
-        from . import soft
         alpha = check_alpha(alpha)
         check_count("n0", n0)
         check_count("n", n)
@@ -432,10 +428,7 @@ class Smooth:
                                                          indices, skip):
             t0 = time.perf_counter()
             G = len(members)
-            sel = self.streams(members, SELECTION, seed, generator, sampler.device)
-            c0, (s0, _) = sampler.run(chunk, [Request(j, sel[j], n0) for j in range(G)], [Votes(), ScoreSums()],
-                                      on_batch)
-            top = soft.choose(s0)
+            c0, s0, top = self._soft_selection(sampler, chunk, members, n0, seed, generator, on_batch)
             est = self.streams(members, ESTIMATION, seed, generator, sampler.device)
             (hist, sums), = sampler.run(chunk, [Request(j, est[j], n) for j in range(G)],
                                         [MeasureHistogram(top, measure, bins)], on_batch)
@@ -446,6 +439,14 @@ class Smooth:
             for row, j in enumerate(keep):
                 yield Confidence(members[j], int(top[j]), levels, cdf[row], base[row], hist[j], float(sums[j]),
                                  s0[j], c0[j], alpha, measure, seconds, seed)
+
+    def _soft_selection(self, sampler, chunk, members, n0, seed, generator, on_batch):
+        """The selection stage of a soft run: votes, per-class score sums, and A = the class of largest sum."""
+        from .soft import choose
+        sel = self.streams(members, SELECTION, seed, generator, sampler.device)
+        c0, (s0, _) = sampler.run(chunk, [Request(j, sel[j], n0) for j in range(len(members))],
+                                  [Votes(), ScoreSums()], on_batch)
+        return c0, s0, choose(s0)
 
     # -- checks and the shared loop -----------------------------------------------------------------
     @staticmethod

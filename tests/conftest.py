@@ -72,3 +72,12 @@ def without_time(path):
 def certify_args(model, data, out, *extra):
     return ["certify", "--model", str(model), "--data", f"npz:{data}", "--sigma", "0.25", "--n0", "20", "--n", "300",
             "--alpha", "0.01", "--batch", "128", "--seed", "0", "--out", str(out), "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensor ops: one torch thread is faster than two and immune to a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

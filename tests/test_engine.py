@@ -34,29 +34,16 @@ def test_engine_draws_every_sample_once_in_full_batches(sizes, batch):
     assert all(b == batch for b in seen[:-1]) and 0 < rest <= batch and seen[-1] == max(rest, min(batch, MIN_FORWARD))
 
 
-class Recorder(nn.Module):
-    """Threshold classifier that records every noisy input it sees (padding rows included)."""
-
-    def __init__(self):
-        super().__init__()
-        self.rows = []
-
-    def forward(self, x):
-        self.rows.append(x.clone())
-        v = x.reshape(x.shape[0], -1)[:, :1]
-        return torch.cat([-v, v], dim=1)
-
-
 def _noise_of(sampler_batch, sizes, seed=5, d=3):
     """The noisy inputs (x = 0) a stream of `seed` yields when read in requests of `sizes`, one after another."""
-    model = Recorder()
+    model = Recorder(torch.float32)          # records every batch it receives (padding rows included)
     s = Sampler(model, Gaussian(1.0), 2, batch_size=sampler_batch)
     stream = make_stream(seed, 0, 1, "cpu")
     out = []
     for k in sizes:
-        model.rows.clear()
+        model.seen.clear()
         s.counts(torch.zeros(1, d), [Request(0, stream, k)])
-        out.append(torch.cat(model.rows)[:k])
+        out.append(torch.cat(model.seen)[:k])
     return torch.cat(out)
 
 

@@ -17,13 +17,7 @@ from soundness import assert_caught, assert_sound, plan
 mpmath.mp.dps = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensor ops: one thread is faster than two and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small tensor ops: see conftest.one_thread
 
 
 # -- exact values ------------------------------------------------------------------------------------------

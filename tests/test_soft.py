@@ -6,7 +6,6 @@ import math
 import mpmath
 import numpy as np
 import pytest
-import torch
 from scipy import integrate, special, stats
 
 from smoothcert import Gaussian, Laplace
@@ -19,12 +18,7 @@ from soundness import assert_caught, assert_sound, plan
 mpmath.mp.dps = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small tensor ops: see conftest.one_thread
 
 
 def _mp_ninv(p):
