@@ -209,8 +209,8 @@ def certify(name: str | None, counts_selection, counts, noise, alpha: float, nor
     """Apply certificate `name` to (G, K) count arrays (or single count vectors)."""
     alpha = check_alpha(alpha)
     spec, norm = resolve(name, noise, norm)
-    check((not spec.uses_selection or np.all(_as_counts(counts_selection).sum(axis=1) >= 1))
-          and np.all(_as_counts(counts).sum(axis=1) >= 1),
+    check((not spec.uses_selection or (_as_counts(counts_selection).sum(axis=1) >= 1).all())
+          and (_as_counts(counts).sum(axis=1) >= 1).all(),
           "every input needs at least one selection and one estimation sample")
     v = spec.fn(counts_selection, counts, noise, alpha, norm)
     if v.candidate is None or v.reason is None:          # a certificate that does not say: the selection's top class
