@@ -29,7 +29,7 @@ test-fast: setup
 # The README's Benchmarks figures: certify against the forward-pass ceiling, and one input's certify call.
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
-	$(BIN)/python benchmarks/per_call.py
+	$(BIN)/python benchmarks/per_call.py --threads 1
 
 # Side by side with Cohen et al.'s loop and IBM ART (installed here only, for the benchmark; its certify imports
 # statsmodels).
