@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench bench-others clean
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,16 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The README's Benchmarks figures: certify against the forward-pass ceiling, and one input's certify call.
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/per_call.py --threads 1
+
+# Side by side with Cohen et al.'s loop and IBM ART (installed here only, for the benchmark; its certify imports
+# statsmodels).
+bench-others: setup
+	$(BIN)/python -m pip install "adversarial-robustness-toolbox==1.20.1" statsmodels
+	$(BIN)/python benchmarks/vs_others.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,7 +1,8 @@
 """Throughput of `Smooth.certify_many` against the model's own forward-pass ceiling.
 
-For each model (digits-cnn, cifar-resnet20; random weights), device (cpu, and cuda when available) and
-n (100, 10,000, 100,000; n0 = 100, alpha = 0.001, sigma = 0.25) it measures, at the same batch size B:
+For each model (digits-cnn, cifar-resnet20 by default, cifar-resnet110 on request; random weights), device (cpu,
+and cuda when available), precision (--amp fp32 bf16 fp16: autocast for ceiling and certify alike) and n (100,
+10,000, 100,000; n0 = 100, alpha = 0.001, sigma = 0.25) it measures, at the same batch size B:
 
   ceiling  the pure forward pass (eval mode, inference mode) on pre-made (B, *input_shape) inputs, samples/s;
   certify  noisy samples (selection + estimation: everything passed to `on_batch`) per second of
@@ -17,6 +18,7 @@ forward pass ten-fold); the load average is printed, and --threads 1 is steadier
     python benchmarks/throughput.py                  # or: make bench   (about 2-3 minutes on 2 CPU cores)
     python benchmarks/throughput.py --models digits-cnn --ns 100 --seconds 1 --rounds 1    # quick check
     python benchmarks/throughput.py --json bench.json --threads 2 --batch 512 --devices cpu
+    python benchmarks/throughput.py --devices cuda --models cifar-resnet20 cifar-resnet110 --amp fp32 bf16
 """
 from __future__ import annotations
 
@@ -26,16 +28,18 @@ import math
 import os
 import statistics
 import time
+import warnings
 
 import torch
 
 from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.models import build
+from smoothcert.sampling import AMP_DTYPES
 from smoothcert.smooth import group_size
 
-MODELS = {"digits-cnn": (1, 8, 8), "cifar-resnet20": (3, 32, 32)}
-CPU_BATCH = {"digits-cnn": 1000, "cifar-resnet20": 256}
+MODELS = {"digits-cnn": (1, 8, 8), "cifar-resnet20": (3, 32, 32), "cifar-resnet110": (3, 32, 32)}
+CPU_BATCH = {"digits-cnn": 1000, "cifar-resnet20": 256, "cifar-resnet110": 256}
 GPU_BATCH = 1000
 NS = (100, 10_000, 100_000)
 N0, ALPHA, SIGMA = 100, 0.001, 0.25
@@ -72,8 +76,8 @@ class Clock:
         return self.samples / self.elapsed if self.elapsed > 0 else float("nan")
 
 
-def measure_ceiling(model, x: torch.Tensor, clock: Clock) -> float:
-    with torch.inference_mode():
+def measure_ceiling(model, x: torch.Tensor, clock: Clock, amp: str | None = None) -> float:
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=AMP_DTYPES.get(amp), enabled=bool(amp)):
         try:
             while True:
                 model(x)
@@ -91,22 +95,25 @@ def measure_certify(smoothed: Smooth, xs: torch.Tensor, n: int, batch: int, cloc
         return clock.rate
 
 
-def bench_setting(name, device, n, batch, seconds, rounds) -> dict:
+def bench_setting(name, device, n, batch, seconds, rounds, amp=None) -> dict:
     shape = MODELS[name]
     torch.manual_seed(0)
     model = build(name).to(device).eval()
-    smoothed = Smooth(model, Gaussian(SIGMA), device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # amp on a CPU warns that it is emulated
+        smoothed = Smooth(model, Gaussian(SIGMA), device=device, amp=amp)
     x = torch.rand(batch, *shape, device=device)
     warmup = min(0.5, seconds / 4)
     ceilings, certifies = [], []
     for _ in range(rounds):
-        ceilings.append(measure_ceiling(model, x, Clock(device, warmup, seconds)))
+        ceilings.append(measure_ceiling(model, x, Clock(device, warmup, seconds), amp))
         # Inputs for twice the samples the fastest ceiling so far runs in warm-up + slice, plus a whole group.
         count = math.ceil(2 * max(ceilings) * (warmup + seconds) / (N0 + n)) + group_size(batch, (N0, n), 1 << 30)
         xs = torch.rand(count, *shape)
         certifies.append(measure_certify(smoothed, xs, n, batch, Clock(device, warmup, seconds)))
     ratios = [c / f for c, f in zip(certifies, ceilings)]
-    return dict(model=name, device=device.type, n=n, n0=N0, alpha=ALPHA, batch=batch, seconds=seconds,
+    return dict(model=name, device=device.type, amp=amp or "fp32", n=n, n0=N0, alpha=ALPHA, batch=batch,
+                seconds=seconds,
                 threads=torch.get_num_threads(), ceiling=statistics.median(ceilings),
                 certify=statistics.median(certifies), ratio=statistics.median(ratios),
                 ceilings=ceilings, certifies=certifies, ratios=ratios)
@@ -114,13 +121,15 @@ def bench_setting(name, device, n, batch, seconds, rounds) -> dict:
 
 def format_row(r: dict) -> str:
     spread = f"({100 * min(r['ratios']):.0f}-{100 * max(r['ratios']):.0f})" if len(r["ratios"]) > 1 else ""
-    return (f"{r['model']:<15} {r['device']:<6} {r['n']:>7} {r['batch']:>6} {r['ceiling']:>12,.0f} "
+    return (f"{r['model']:<15} {r['device']:<6} {r['amp']:<5} {r['n']:>7} {r['batch']:>6} {r['ceiling']:>12,.0f} "
             f"{r['certify']:>12,.0f} {100 * r['ratio']:>7.1f} {spread}")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=["digits-cnn", "cifar-resnet20"])
+    p.add_argument("--amp", nargs="+", choices=["fp32", "bf16", "fp16"], default=["fp32"],
+                   help="precisions of the forward pass, ceiling and certify alike (default fp32)")
     p.add_argument("--ns", nargs="+", type=int, default=list(NS))
     p.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
                    default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -145,16 +154,18 @@ def main(argv=None) -> int:
           f"n0={N0}, alpha={ALPHA}, sigma={SIGMA}, {args.rounds} round(s), "
           f"allocator {'tuned as the CLI does' if tuned else 'as the system has it'}\n"
           "rates are medians; ratio = median of the per-round certify/ceiling ratios (min-max)")
-    print(f"{'model':<15} {'device':<6} {'n':>7} {'batch':>6} {'ceiling/s':>12} {'certify/s':>12} {'ratio %':>7}")
+    print(f"{'model':<15} {'device':<6} {'amp':<5} {'n':>7} {'batch':>6} {'ceiling/s':>12} {'certify/s':>12} "
+          f"{'ratio %':>7}")
     rows = []
     for name in args.models:
         for dev in args.devices:
             device = torch.device(dev)
             batch = args.batch or (CPU_BATCH[name] if dev == "cpu" else GPU_BATCH)
             seconds = args.seconds or (3.0 if dev == "cpu" else 1.0)
-            for n in args.ns:
-                rows.append(bench_setting(name, device, n, batch, seconds, args.rounds))
-                print(format_row(rows[-1]), flush=True)
+            for amp in args.amp:
+                for n in args.ns:
+                    rows.append(bench_setting(name, device, n, batch, seconds, args.rounds, None if amp == "fp32" else amp))
+                    print(format_row(rows[-1]), flush=True)
     below = [f"{r['model']}/{r['device']}/n={r['n']}" for r in rows if r["ratio"] < TARGET]
     print(f"every ratio >= {100 * TARGET:.0f} %: " + ("yes" if not below else "NO, below: " + ", ".join(below))
           + f" (load average now {os.getloadavg()[0]:.2f})")

@@ -218,8 +218,8 @@ def certify(name: str | None, counts_selection, counts, noise, alpha: float, nor
     spec, norm = resolve(name, noise, norm)
     check(spec.statistic == "votes", f"{spec.name} reads soft scores, not votes: use Smooth.certify_soft or "
                                      "smoothcert.soft")
-    check((not spec.uses_selection or np.all(_as_counts(counts_selection).sum(axis=1) >= 1))
-          and np.all(_as_counts(counts).sum(axis=1) >= 1),
+    check((not spec.uses_selection or (_as_counts(counts_selection).sum(axis=1) >= 1).all())
+          and (_as_counts(counts).sum(axis=1) >= 1).all(),
           "every input needs at least one selection and one estimation sample")
     return complete(spec.fn(counts_selection, counts, noise, alpha, norm), _as_counts(counts_selection).argmax(axis=1))
 

@@ -73,6 +73,7 @@ class Recipe:
         trust: let a .pt2 unpickle more than tensors (as --trust-model).
         device: where the worker runs the model; 'cuda' is the GPU Ray gives the worker.
         amp: None, 'fp16' or 'bf16', as for Smooth.
+        compile: run the forward pass through torch.compile, as for Smooth.
         num_classes: the driver's number of classes (checked again by the worker's probe).
         arch_kwargs: passed to a built-in architecture (num_classes, in_channels).
         path: folders put first on the worker's import path (the driver's working folder, for factories).
@@ -87,6 +88,7 @@ class Recipe:
     num_classes: int | None = None
     arch_kwargs: dict = field(default_factory=dict)
     path: tuple[str, ...] = ()
+    compile: bool = False
 
     @classmethod
     def of(cls, model: str, weights: str | None, smoothed: Smooth, *, trust: bool = False, **arch_kwargs) -> "Recipe":
@@ -96,14 +98,15 @@ class Recipe:
             return os.path.abspath(p) if p is not None and os.path.exists(p) else p
         device = "cuda" if smoothed.device.type == "cuda" else str(smoothed.device)
         return cls(absolute(model), smoothed.noise, absolute(weights), trust, device, smoothed.amp,
-                   smoothed.num_classes, dict(arch_kwargs), (os.getcwd(),))
+                   smoothed.num_classes, dict(arch_kwargs), (os.getcwd(),), smoothed.compile)
 
     def __call__(self) -> Smooth:
         from .models import load_model
         model = load_model(self.model, self.weights, self.device, trust=self.trust, **self.arch_kwargs)
         with warnings.catch_warnings():          # the driver has said it once (amp on a CPU)
             warnings.simplefilter("ignore")
-            return Smooth(model, self.noise, num_classes=self.num_classes, device=self.device, amp=self.amp)
+            return Smooth(model, self.noise, num_classes=self.num_classes, device=self.device, amp=self.amp,
+                          compile=self.compile)
 
 
 @dataclass(frozen=True)

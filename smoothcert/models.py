@@ -76,6 +76,8 @@ def cifar_resnet(depth: int = 20, num_classes: int = 10, in_channels: int = 3,
         for i in range(k):
             layers.append(_Block(cin, cout, stride if i == 0 else 1))
             cin = cout
+    if len(mean) != in_channels and len(mean) == 3:      # e.g. one-channel digits: one channel's statistics
+        mean, std = (sum(mean) / 3,) * in_channels, (sum(std) / 3,) * in_channels
     return nn.Sequential(Normalize(mean, std), nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
                          nn.ReLU(), *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
 

@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from . import certificates
 from .errors import SmoothcertError, check, check_count
-from .models import fingerprint
 from .noises import NOISES
 from .results import (
     CERTIFY_COLUMNS,
@@ -328,7 +327,7 @@ def _to_files(smoothed, data, indices, sinks, columns, job, progress, model_id=N
     smoothed.probe(xs[:1])                      # model and input shape checked before any file is touched
     _check_labels(smoothed, data, indices)
     fixed = {"noise": smoothed.noise.name, "scale": format_float(smoothed.noise.scale),
-             "model": model_id or fingerprint(smoothed.model), "num_classes": str(smoothed.num_classes)}
+             "model": model_id or smoothed.model_id(), "num_classes": str(smoothed.num_classes)}
     labels = {int(i): int(data.y[i]) for i in indices}
     written = 0
     with contextlib.ExitStack() as stack:

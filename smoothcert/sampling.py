@@ -11,9 +11,9 @@ sample sizes, input-specific n and adaptive rounds all read one stream.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -83,7 +83,8 @@ class Request:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    text = str(exc).lower()      # CUDA: "out of memory"; the CPU allocator: "can't allocate memory"
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -133,17 +134,19 @@ class Sampler:
         """Draw every request's samples, run the model, and feed each batch's logits to every statistic; return
         their results. A statistic sees, per batch, the logits, the request of every row (`owner`) and, if it
         asks for it, each row's position in its stream (`position`: 0, 1, ... from the stream's first sample)."""
-        inputs = inputs.to(self.device, self.noise_dtype)
+        if inputs.device != self.device or inputs.dtype != self.noise_dtype:
+            inputs = inputs.to(self.device, self.noise_dtype)
         streams = [r.stream if isinstance(r.stream, Stream) else Stream(r.stream) for r in requests]
-        sizes = torch.tensor([r.k for r in requests], dtype=torch.int64)
-        check(bool((sizes >= 0).all()), "a request cannot ask for a negative number of samples")
-        owner = torch.repeat_interleave(torch.arange(len(requests)), sizes)
+        # the bookkeeping is built with numpy: a call for one input is dominated by small-op overheads
+        sizes = np.array([r.k for r in requests], dtype=np.int64)
+        check(not (sizes < 0).any(), "a request cannot ask for a negative number of samples")
+        owner = np.repeat(np.arange(len(requests)), sizes)
         position = None
         if any(st.needs_position for st in statistics):     # requests lie back to back, each from its stream's position
-            first = torch.cumsum(sizes, 0) - sizes
-            offset = torch.tensor([s.drawn for s in streams], dtype=torch.int64) - first
-            position = (torch.arange(len(owner)) + torch.repeat_interleave(offset, sizes)).to(self.device)
-        owner = owner.to(self.device)
+            first = np.cumsum(sizes) - sizes
+            offset = np.array([s.drawn for s in streams], dtype=np.int64) - first
+            position = torch.from_numpy(np.arange(len(owner)) + np.repeat(offset, sizes)).to(self.device)
+        owner = torch.from_numpy(owner).to(self.device)
         for st in statistics:
             st.start(len(requests), self.num_classes, self.device)
         B = self.batch_size
@@ -235,10 +238,13 @@ class Sampler:
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        ctx = (torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]) if self.amp
-               else contextlib.nullcontext())
-        with ctx:
-            logits = self.model(x.to(self.dtype))   # the cast is part of the base classifier: sound
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype)                    # the cast is part of the base classifier: sound
+        if self.amp:
+            with torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]):
+                logits = self.model(x)
+        else:
+            logits = self.model(x)
         check_logits(logits, x.shape[0], self.num_classes)
         return logits
 
@@ -268,8 +274,8 @@ class Votes(Statistic):
         self.total = torch.zeros(requests * num_classes, dtype=torch.int64, device=device)
 
     def update(self, logits, owner, position):
-        self.total.add_(torch.bincount(owner * self.shape[1] + logits.argmax(dim=1),
-                                       minlength=self.total.numel()))
+        key = logits.argmax(dim=1).add_(owner, alpha=self.shape[1])     # request * classes + class
+        self.total.add_(torch.bincount(key, minlength=self.total.numel()))
 
     def result(self) -> np.ndarray:
         return self.total.view(self.shape).cpu().numpy()
@@ -371,15 +377,23 @@ class BettingScores(Statistic):
         return self.a, self.other
 
 
-def auto_batch_size(model, input_shape, device, dtype=torch.float32, *, cpu_default: int = 1000,
-                    start: int = 256, cap: int = 32768, probe: bool | None = None) -> int:
-    """A forward batch size for `model`: on CUDA the largest power of two from `start` up to `cap` whose forward
-    pass fits in memory, halved for head-room (noise buffers, fragmentation); elsewhere `cpu_default`, since a
-    CPU gains little from batches past a few hundred. The same seed then gives the same results only on
-    machines that choose the same size: pass an explicit batch size where that matters."""
+CPU_CANDIDATES = (64, 128, 256, 512, 1024)
+
+
+def auto_batch_size(model, input_shape, device, dtype=torch.float32, *, start: int = 256, cap: int = 32768,
+                    probe: bool | None = None, candidates: Sequence[int] = CPU_CANDIDATES,
+                    amp: str | None = None) -> int:
+    """A forward batch size for `model`. On CUDA (or probe=True): the largest power of two from `start` up to `cap`
+    whose forward pass fits in memory, halved for head-room (noise buffers, fragmentation). Elsewhere: the
+    fastest per sample of `candidates`, timed on the model (`fastest_batch_size`), since on a CPU the largest
+    batch is not always the fastest. Both run the forward pass under autocast to `amp` ('fp16', 'bf16') if given.
+    The same seed gives the same results only with the same batch size: pass an explicit batch size where that
+    matters."""
     device = torch.device(device)
+    if amp:
+        model = _Autocast(model, device, amp)
     if not (device.type == "cuda" if probe is None else probe):
-        return cpu_default
+        return fastest_batch_size(model, input_shape, device, dtype, candidates)
     fits = 0
     size = start
     with torch.inference_mode():
@@ -395,6 +409,137 @@ def auto_batch_size(model, input_shape, device, dtype=torch.float32, *, cpu_defa
                     torch.cuda.empty_cache()
             fits, size = size, size * 2
     return max(1, fits // 2) if fits else 1
+
+
+class _Autocast:
+    """model's forward pass under autocast (what the Sampler runs with amp)."""
+
+    def __init__(self, model, device, amp):
+        self.model, self.device, self.amp = model, device, amp
+
+    def __call__(self, x):
+        with torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]):
+            return self.model(x)
+
+
+def fastest_batch_size(model, input_shape, device, dtype=torch.float32, candidates: Sequence[int] = CPU_CANDIDATES,
+                       *, seconds: float = 0.1, rounds: int = 2, longest: float = 0.5, tolerance: float = 0.05) -> int:
+    """The candidate batch size with the least forward time per sample, measured on the model.
+
+    Args:
+        model: the base classifier (its forward pass is what is timed).
+        input_shape: shape of one input.
+        device: where the model runs.
+        dtype: dtype of the timed inputs.
+        candidates: batch sizes to try; larger ones are skipped once one runs out of memory or a forward pass
+            takes longer than `longest` seconds.
+        seconds: time each candidate for about this long per round (at least one timed pass after a warm-up).
+        rounds: rounds over the candidates, interleaved; each candidate's best round counts (least disturbed by
+            other processes).
+        longest: a candidate whose forward pass takes longer than this is the last one tried.
+        tolerance: the largest candidate within this fraction of the least time per sample wins (a larger batch
+            also spreads the engine's per-batch work thinner).
+    """
+    sizes = sorted({int(c) for c in candidates})
+    check(len(sizes) > 0 and sizes[0] >= 1, f"batch size candidates must be integers >= 1, got {candidates!r}")
+    gen = torch.Generator().manual_seed(0)     # realistic inputs in [0, 1], without touching the global generator
+    per_sample: dict[int, float] = {}
+    with torch.inference_mode():
+        for size in sizes:                     # the first round also decides which sizes are tried at all
+            try:
+                per_sample[size] = _time_forward(model, input_shape, size, device, dtype, gen, seconds)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not _is_oom(exc):
+                    raise
+                if size == sizes[0]:
+                    raise SmoothcertError(f"a forward pass of {size} inputs does not fit in memory on {device}; "
+                                          "give a smaller batch size") from None
+                break
+            if per_sample[size] * size > longest:
+                break
+        for _ in range(rounds - 1):
+            for size in per_sample:
+                per_sample[size] = min(per_sample[size],
+                                       _time_forward(model, input_shape, size, device, dtype, gen, seconds, False))
+    best = min(per_sample.values())
+    return max(size for size, t in per_sample.items() if t <= best * (1 + tolerance))
+
+
+def _time_forward(model, input_shape, size, device, dtype, gen, seconds, warm_up=True) -> float:
+    """Seconds per sample of the model's forward pass on `size` inputs: the fastest of the passes timed in about
+    `seconds`, after an untimed warm-up pass (which pays the first allocations for this size)."""
+    x = torch.rand((size, *input_shape), generator=gen).to(device, dtype)
+    if warm_up:
+        model(x)
+    best, spent = math.inf, 0.0
+    while spent < seconds or best == math.inf:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - t0
+        best, spent = min(best, elapsed), spent + elapsed
+    return best / size
+
+
+@dataclass(frozen=True)
+class CompileCheck:
+    """How a compiled model (torch.compile) compares with the eager one on noisy samples of the first inputs."""
+
+    seconds: float          # the compiled model's first forward pass, compilation included
+    eager_seconds: float    # the eager model's forward pass on the same batch
+    samples: int            # noisy samples compared
+    disagreements: int      # samples whose predicted class differs
+
+    def describe(self) -> str:
+        agree = (f"its predictions agree with the eager model's on all {self.samples} noisy samples"
+                 if not self.disagreements else f"its predictions DISAGREE with the eager model's on "
+                 f"{self.disagreements} of {self.samples} noisy samples (the compiled model is the one certified)")
+        return f"compiled the model in {self.seconds:.1f} s (an eager pass: {self.eager_seconds:.2f} s); {agree}"
+
+
+def check_compiled(eager, compiled, xs: torch.Tensor, noise, rows: int, device, dtype=torch.float32,
+                   amp: str | None = None, inputs: int = 8) -> CompileCheck:
+    """Compile `compiled` by running it once and compare its predictions with `eager`'s on the same batch.
+
+    Args:
+        eager: the model as given.
+        compiled: torch.compile(eager) (compiled lazily: its first call compiles it).
+        xs: inputs (count, *shape); the first `inputs` of them are used.
+        noise: the smoothing noise (the noisy samples are what the certificates will count).
+        rows: samples in the batch; the batch size the engine runs, so the compiled graph fits its full batches.
+        device: where the models run.
+        dtype: the models' dtype.
+        amp: None, 'fp16' or 'bf16': compare under autocast, as the engine runs.
+        inputs: how many of the first inputs the noisy samples are taken around.
+    """
+    device = torch.device(device)
+    wide = torch.promote_types(dtype, torch.float32)
+    first = xs[:inputs].to(device, wide)
+    centre = first.repeat_interleave(math.ceil(rows / len(first)), dim=0)[:rows]
+    gen = torch.Generator(device=device).manual_seed(0)     # not the certify streams: this check uses no seed of theirs
+
+    def timed(model):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = (_Autocast(model, device, amp) if amp else model)(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out.argmax(dim=1), time.perf_counter() - t0
+
+    with torch.inference_mode():
+        batch = noise.sample(torch.empty_like(centre), gen).add_(centre).to(dtype)
+        try:
+            votes, seconds = timed(compiled)
+        except Exception as exc:  # a compiler error is long and multi-line; its first line names it
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SmoothcertError(f"torch.compile failed on this model ({type(exc).__name__}: {first_line}); "
+                                  "run it without compiling") from exc
+        reference, eager_seconds = timed(eager)
+    return CompileCheck(seconds, eager_seconds, rows, int((votes != reference).sum()))
 
 
 def device_memory(device) -> int | None:

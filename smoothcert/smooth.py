@@ -29,6 +29,7 @@ from .sampling import (
     AMP_DTYPES,
     ESTIMATION,
     PIECE,
+    CompileCheck,
     PREDICTION,
     SELECTION,
     BettingScores,
@@ -41,6 +42,7 @@ from .sampling import (
     Votes,
     auto_batch_size,
     check_batch_memory,
+    check_compiled,
     make_stream,
     model_device,
     model_dtype,
@@ -128,10 +130,13 @@ class Smooth:
         amp: None, 'fp16' or 'bf16' (True means 'fp16'): forward passes under autocast to that dtype. The
             autocast model is the base classifier that gets certified. On a CPU autocast is emulated and
             usually slower; it is there to measure its effect on certified accuracy.
+        compile: run the forward passes through torch.compile(model). The compiled model is the base classifier
+            that gets certified; once per input shape its predictions are compared with the eager model's on
+            noisy samples of the first inputs (`compile_checks`; a disagreement warns).
     """
 
     def __init__(self, model: torch.nn.Module, noise, num_classes: int | None = None, device=None,
-                 amp: bool | str | None = None):
+                 amp: bool | str | None = None, compile: bool = False):
         check(callable(model), f"model must be a torch.nn.Module (or a callable on batches), got {type(model).__name__}")
         check(callable(getattr(noise, "sample", None)) and callable(getattr(noise, "radius", None)),
               f"noise must be a smoothcert noise such as Gaussian(sigma), got {type(noise).__name__}")
@@ -150,6 +155,16 @@ class Smooth:
                           "use it to measure its effect on certified accuracy", stacklevel=2)
         self._samplers: dict[int, Sampler] = {}   # per batch size: buffers and probes are paid once, not per call
         self._shapes: set[tuple] = set()          # input shapes the model was checked on
+        self._auto_batch: dict[tuple, int] = {}   # input shape -> the batch size batch_size=None chose
+        self.compile = bool(compile)
+        self.compile_checks: dict[tuple, CompileCheck] = {}   # input shape -> how the compiled model compared
+        self._compiled = None                     # torch.compile(model), made on first use
+
+    def model_id(self) -> str:
+        """What results files record as `model`: the weights' fingerprint, and how the forward pass runs when that
+        changes the base classifier (autocast, compiled), so a resumed run cannot mix base classifiers."""
+        from .models import fingerprint
+        return fingerprint(self.model) + (f"+amp={self.amp}" if self.amp else "") + ("+compiled" if self.compile else "")
 
     def __getstate__(self) -> dict:
         """Pickled (e.g. sent to Ray workers) without its engines: their buffers are rebuilt where it lands."""
@@ -166,7 +181,8 @@ class Smooth:
             n0: selection samples that pick the top class.
             n: fresh estimation samples that bound its probability.
             alpha: the certificate is wrong with probability at most alpha.
-            batch_size: noisy samples per forward pass; None chooses one (on CUDA, the largest that fits).
+            batch_size: noisy samples per forward pass; None chooses one, once per input shape (on CUDA the largest
+                that fits, on a CPU the fastest per sample of a few sizes, timed on the model).
             seed: derives the input's streams with `index`, as in `certify_many`; None draws a fresh random seed.
             index: the input's index in the stream derivation.
             generator: draw both stages from this one generator instead (not with seed).
@@ -465,8 +481,9 @@ class Smooth:
 
     def _one(self, x, many: str) -> torch.Tensor:
         """One input (no batch dimension) as a batch of one, checked."""
-        check(isinstance(x, torch.Tensor), f"x must be a torch.Tensor, got {type(x).__name__} (use torch.as_tensor(x, "
-                                           "dtype=torch.float32))")
+        if not isinstance(x, torch.Tensor):
+            raise SmoothcertError(f"x must be a torch.Tensor, got {type(x).__name__} (use torch.as_tensor(x, "
+                                  "dtype=torch.float32))")
         check(x.ndim >= 1, "x must have the model's input shape (no batch dimension), got a scalar")
         xs = x.unsqueeze(0)
         try:
@@ -495,22 +512,38 @@ class Smooth:
 
     def prepare(self, xs: torch.Tensor, batch_size: int | None) -> Sampler:
         """Check the inputs (and, once per shape, the model), and return the sampling engine for batch_size."""
-        check(isinstance(xs, torch.Tensor), f"inputs must be a torch.Tensor, got {type(xs).__name__} (use "
-                                            "torch.as_tensor(xs, dtype=torch.float32))")
-        check(xs.ndim >= 2, f"inputs must have shape (count, *input_shape), got {tuple(xs.shape)}")
-        check(xs.is_floating_point(), f"inputs must be floating point, got {xs.dtype}")
-        finite = torch.isfinite(xs.reshape(len(xs), -1)).all(dim=1)
-        if not bool(finite.all()):
+        # messages are built only on failure: this runs on every call, and one input's call is short
+        if not isinstance(xs, torch.Tensor):
+            raise SmoothcertError(f"inputs must be a torch.Tensor, got {type(xs).__name__} (use "
+                                  "torch.as_tensor(xs, dtype=torch.float32))")
+        if xs.ndim < 2:
+            raise SmoothcertError(f"inputs must have shape (count, *input_shape), got {tuple(xs.shape)}")
+        if not xs.is_floating_point():
+            raise SmoothcertError(f"inputs must be floating point, got {xs.dtype}")
+        if not bool(torch.isfinite(xs).all()):
+            finite = torch.isfinite(xs.reshape(len(xs), -1)).all(dim=1)
             raise SmoothcertError(f"inputs contain NaN or inf (first at position {int((~finite).nonzero()[0])})")
         self.probe(xs)
-        if batch_size is None:
-            batch_size = auto_batch_size(self.model, xs.shape[1:], self.device, self.dtype)
+        if batch_size is None:                        # chosen once per input shape (a timing or a memory probe)
+            shape = tuple(xs.shape[1:])
+            if shape not in self._auto_batch:
+                self._auto_batch[shape] = auto_batch_size(self.model, shape, self.device, self.dtype, amp=self.amp)
+            batch_size = self._auto_batch[shape]
         check_count("batch size", batch_size)
         sampler = self._samplers.get(batch_size)
         if sampler is None:
             check_batch_memory(batch_size, xs.shape[1:], torch.promote_types(self.dtype, torch.float32), self.device)
-            sampler = self._samplers[batch_size] = Sampler(self.model, self.noise, self.num_classes, batch_size,
-                                                           self.device, self.amp, self.dtype)
+            if self.compile and self._compiled is None:
+                self._compiled = torch.compile(self.model)
+            sampler = self._samplers[batch_size] = Sampler(self._compiled if self.compile else self.model, self.noise,
+                                                           self.num_classes, batch_size, self.device, self.amp,
+                                                           self.dtype)
+        if self.compile and tuple(xs.shape[1:]) not in self.compile_checks:
+            compared = check_compiled(self.model, self._compiled, xs, self.noise, batch_size, self.device, self.dtype,
+                                      self.amp)
+            self.compile_checks[tuple(xs.shape[1:])] = compared
+            if compared.disagreements:
+                warnings.warn(compared.describe(), stacklevel=3)
         return sampler
 
     def streams(self, members: Sequence[int], stage: int, seed: int | None, generator, device) -> list[Stream]:
@@ -524,12 +557,14 @@ class Smooth:
 
     def groups(self, xs, per_input: Sequence[int], batch_size, indices, skip):
         """(sampler, inputs of the group, their indices, the positions within it not skipped), group by group."""
-        check(isinstance(xs, torch.Tensor), f"inputs must be a torch.Tensor, got {type(xs).__name__}")
+        if not isinstance(xs, torch.Tensor):
+            raise SmoothcertError(f"inputs must be a torch.Tensor, got {type(xs).__name__}")
         if len(xs) == 0:
             return
         sampler = self.prepare(xs, batch_size)
         indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
-        check(len(indices) == len(xs), f"{len(indices)} indices for {len(xs)} inputs")
+        if len(indices) != len(xs):
+            raise SmoothcertError(f"{len(indices)} indices for {len(xs)} inputs")
         skip = skip or (lambda i: False)
         group = group_size(sampler.batch_size, per_input, len(xs))
         for start in range(0, len(xs), group):

@@ -226,7 +226,7 @@ def test_certify_constant_classifier_gives_the_closed_form_radius():
 
 def test_certify_abstains_at_a_tie_and_never_returns_a_negative_radius():
     s = Smooth(Threshold(), Gaussian(1.0))
-    for c in s.certify_many(torch.zeros(20, 1), 50, 1000, 0.001, 500):
+    for c in s.certify_many(torch.zeros(20, 1), 50, 1000, 0.001, 500, seed=0):   # a fixed seed: no flaky 2 %
         assert c.abstained and c.prediction == ABSTAIN and c.radius == 0.0
 
 
@@ -278,7 +278,7 @@ def test_auto_batch_size_probes_memory_and_backs_off():
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
             return super().forward(x)
 
-    assert auto_batch_size(Limited(), (1,), "cpu") == 1000                  # no probing on a CPU
+    assert auto_batch_size(Limited(), (1,), "cpu") in (64, 128, 256, 512, 1024)   # a CPU times sizes instead
     assert auto_batch_size(Limited(), (1,), "cpu", probe=True) == 1024      # 2048 fits, 4096 does not: half of 2048
     assert auto_batch_size(Threshold(), (1,), "cpu", probe=True, cap=4096) == 2048
     with pytest.raises(RuntimeError, match="shapes"):

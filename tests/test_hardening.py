@@ -390,3 +390,20 @@ def test_an_input_file_given_as_out_is_refused_and_left_alone(tmp_path, model_pt
     line = one_line_error(capsys, main(certify_args(model_pt2, npz_data, target)))
     assert target.read_bytes() == before
     assert {"model": "is the model file", "data": "is the data file", "other-binary": "binary data"}[which] in line
+
+
+def test_a_resnet_trains_on_one_channel_data(tmp_path):
+    """cifar-resnet20 on digits (1 x 8 x 8) used to keep CIFAR's three-channel normalisation and fail."""
+    out = tmp_path / "resnet.pt2"
+    assert main(["train", "--arch", "cifar-resnet20", "--data", "digits", "--sigma", "0.25", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    assert load_model(str(out))(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_resuming_with_another_forward_pass_is_refused(tmp_path, model_pt2, npz_data, capsys):
+    """Autocast (and a compiled forward pass) change the base classifier: the model column records them."""
+    out = tmp_path / "r.tsv"
+    assert main(certify_args(model_pt2, npz_data, out, "--max", "4", "--amp", "bf16")) == 0
+    assert all(r["model"].endswith("+amp=bf16") for r in rows(out))
+    capsys.readouterr()
+    assert "model=" in one_line_error(capsys, main(certify_args(model_pt2, npz_data, out)))
