@@ -187,23 +187,22 @@ def _radii(radius, sigma) -> tuple[np.ndarray, bool]:
 
 def cdf_lower(layers: Layers, radius, sigma: float, alpha: float) -> np.ndarray:
     """001 Thm 2 lower bound on the expected measure within l2 distance `radius` (scalar: (G,), 1-D: (G, R))."""
-    alpha = check_alpha(alpha)
-    r, scalar = _radii(radius, sigma)
-    out = np.empty((len(layers.m), r.size))
-    for g in range(len(layers.m)):
-        base, w, z = _terms(layers, g, alpha, upper=False)
-        out[g] = base + ndtr(z[None, :] - r[:, None]) @ w      # 001 Thm 2, eq. (2)
-    return out[:, 0] if scalar else out
+    return _cdf_bound(layers, radius, sigma, alpha, upper=False)
 
 
 def cdf_upper(layers: Layers, radius, sigma: float, alpha: float) -> np.ndarray:
     """001 Thm 2 upper bound on the expected measure within l2 distance `radius` (shapes as `cdf_lower`)."""
+    return _cdf_bound(layers, radius, sigma, alpha, upper=True)
+
+
+def _cdf_bound(layers: Layers, radius, sigma: float, alpha: float, upper: bool) -> np.ndarray:
     alpha = check_alpha(alpha)
     r, scalar = _radii(radius, sigma)
+    shift = r if upper else -r                                 # 001 Thm 2: Phi(z + R/sigma) above, Phi(z - R/sigma) below
     out = np.empty((len(layers.m), r.size))
     for g in range(len(layers.m)):
-        base, w, z = _terms(layers, g, alpha, upper=True)
-        out[g] = base + ndtr(z[None, :] + r[:, None]) @ w      # 001 Thm 2, second bound
+        base, w, z = _terms(layers, g, alpha, upper=upper)
+        out[g] = base + ndtr(z[None, :] + shift[:, None]) @ w  # 001 Thm 2, eq. (2)
     return out[:, 0] if scalar else out
 
 
