@@ -320,9 +320,6 @@ def cmd_certify(args) -> None:
               f"--max-loss must be >= 0 (and < 1 when relative), got {args.max_loss}")
         check(args.target_radius is None or args.target_radius > 0, f"--target-radius must be > 0, got "
                                                                      f"{args.target_radius}")
-        check(args.target_radius is None or args.certificate in (None, "cohen", "teng-binary"),
-              "--target-radius certifies with the one-sided bound (cohen, or teng-binary for laplace) under early "
-              "stopping; leave --certificate out")
         check_alpha(args.futility_level)
     smoothed, data, indices = _smoothed(args)
     with _executor(args, smoothed, data) as executor:

@@ -181,6 +181,9 @@ class _Worker:
             except SmoothcertError as exc:
                 error = f"{self._culprit(job, xs[start:start + group], members)}: {exc}"
                 break
+            except Exception as exc:             # e.g. the model's own error: the rows before it still count
+                error = f"{_name(members)}: {type(exc).__name__}: {_one_line(exc)}"
+                break
         return out, error, samples[0], time.perf_counter() - t0, os.getpid()
 
     def _culprit(self, job, xs, members: list[int]) -> str:
@@ -301,7 +304,6 @@ class RayExecutor:
         """The job with its batch size and seed fixed on the driver (the same for every worker), its samples per
         input and stage, and its batch size."""
         from .run import Job
-        from .sampling import auto_batch_size
         method = getattr(type(smoothed), job.method)
         try:
             bound = inspect.signature(method).bind(smoothed, xs, *job.args, **job.kwargs)
@@ -312,8 +314,8 @@ class RayExecutor:
         check(given.get("generator") is None, "a generator cannot be shared by Ray workers: pass seed= instead")
         if "seed" in given and given["seed"] is None:      # one fresh seed for the whole run, not one per task
             given["seed"] = secrets.randbits(63)
-        if given.get("batch_size") is None:
-            given["batch_size"] = auto_batch_size(smoothed.model, xs.shape[1:], smoothed.device, smoothed.dtype)
+        if given.get("batch_size") is None:                # chosen once, by the driver, as a local run would
+            given["batch_size"] = smoothed.batch_size(xs.shape[1:], None)
         for name in ("indices", "skip", "on_batch"):
             given.pop(name, None)
         sizes = GROUPING[job.method](given)

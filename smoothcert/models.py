@@ -137,18 +137,22 @@ def _classes_in(arch: str, state: Mapping, arch_kwargs: dict) -> int:
 def fingerprint(model: nn.Module) -> str:
     """A short hash that tells one model from another: every tensor of its state dict (names, dtypes, shapes and
     bytes, in name order, so a module and its torch.export program agree), or, for a model without tensors, its
-    structure (generated code or module tree). Results files record it, so a resumed run refuses rows made by
-    another model."""
+    structure (generated code or module tree; a plain function: its name and bytecode only). Results files record
+    it, so a resumed run refuses rows made by another model."""
     h = hashlib.sha256()
-    state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    state = model.state_dict() if isinstance(model, nn.Module) else {}
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}:".encode())
         h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     if not state:
         inner = model.module if isinstance(model, StaticBatch) else model
-        structure = getattr(inner, "code", None)
-        h.update((structure if isinstance(structure, str) else repr(inner)).encode())
+        structure, code = getattr(inner, "code", None), getattr(inner, "__code__", None)
+        if not isinstance(structure, str):
+            structure = (f"{inner.__qualname__}:{code.co_consts!r}:{code.co_code.hex()}" if code is not None
+                         else repr(inner))
+        h.update(structure.encode())
     return "sha256:" + h.hexdigest()[:20]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -59,12 +60,11 @@ class Stream:
     (torch's samplers give other values for the same generator when a draw has another size), and the unused
     end of a piece is kept for the next request, so sample j of the stream is the same however it is read."""
 
-    __slots__ = ("generator", "leftover", "drawn")
+    __slots__ = ("generator", "leftover")
 
     def __init__(self, generator: torch.Generator):
         self.generator = generator
         self.leftover: torch.Tensor | None = None     # noise already drawn, not yet used
-        self.drawn = 0                                 # samples handed out so far (the next one's position)
 
 
 def make_stream(seed: int, index: int, stage: int, device) -> Stream:
@@ -120,6 +120,7 @@ class Sampler:
         self.forward_limit = batch_size  # lowered on out-of-memory, never raised again
         self.samples_drawn = 0
         self._batch = self._scratch = None
+        self._lock = threading.Lock()
 
     # -- running ----------------------------------------------------------------------------------
     def counts(self, inputs: torch.Tensor, requests: Sequence[Request],
@@ -128,12 +129,17 @@ class Sampler:
         (votes,) = self.run(inputs, requests, [Votes()], on_batch)
         return votes
 
-    @torch.inference_mode()
     def run(self, inputs: torch.Tensor, requests: Sequence[Request], statistics: Sequence["Statistic"],
             on_batch: Callable[[int], None] | None = None) -> list:
         """Draw every request's samples, run the model, and feed each batch's logits to every statistic; return
         their results. A statistic sees, per batch, the logits, the request of every row (`owner`) and, if it
-        asks for it, each row's position in its stream (`position`: 0, 1, ... from the stream's first sample)."""
+        asks for it, each row's position in its request (`position`: 0, 1, ... from the request's first sample).
+        One call at a time per Sampler (a lock): its batch buffers are shared by the calls."""
+        with self._lock:
+            return self._run(inputs, requests, statistics, on_batch)
+
+    @torch.inference_mode()
+    def _run(self, inputs, requests, statistics, on_batch) -> list:
         if inputs.device != self.device or inputs.dtype != self.noise_dtype:
             inputs = inputs.to(self.device, self.noise_dtype)
         streams = [r.stream if isinstance(r.stream, Stream) else Stream(r.stream) for r in requests]
@@ -142,10 +148,9 @@ class Sampler:
         check(not (sizes < 0).any(), "a request cannot ask for a negative number of samples")
         owner = np.repeat(np.arange(len(requests)), sizes)
         position = None
-        if any(st.needs_position for st in statistics):     # requests lie back to back, each from its stream's position
+        if any(st.needs_position for st in statistics):     # requests lie back to back, each counted from 0
             first = np.cumsum(sizes) - sizes
-            offset = np.array([s.drawn for s in streams], dtype=np.int64) - first
-            position = torch.from_numpy(np.arange(len(owner)) + np.repeat(offset, sizes)).to(self.device)
+            position = torch.from_numpy(np.arange(len(owner)) - np.repeat(first, sizes)).to(self.device)
         owner = torch.from_numpy(owner).to(self.device)
         for st in statistics:
             st.start(len(requests), self.num_classes, self.device)
@@ -182,7 +187,6 @@ class Sampler:
 
         for req, stream in zip(requests, streams):
             x, need = inputs[req.input], req.k
-            stream.drawn += need
             if stream.leftover is not None and need:
                 take = min(need, len(stream.leftover))
                 put(stream.leftover[:take], x)
@@ -240,11 +244,18 @@ class Sampler:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.dtype:
             x = x.to(self.dtype)                    # the cast is part of the base classifier: sound
-        if self.amp:
-            with torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]):
+        try:
+            if self.amp:
+                with torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]):
+                    logits = self.model(x)
+            else:
                 logits = self.model(x)
-        else:
-            logits = self.model(x)
+        except Exception as exc:          # out of memory goes on to `forward`; the model's own error: one line
+            if isinstance(exc, SmoothcertError) or _is_oom(exc):
+                raise
+            text = str(exc).strip()
+            raise SmoothcertError(f"the model raised {type(exc).__name__} on noisy samples: "
+                                  f"{text.splitlines()[0] if text else '(no message)'}") from exc
         check_logits(logits, x.shape[0], self.num_classes)
         return logits
 
@@ -252,7 +263,7 @@ class Sampler:
 class Statistic:
     """What the engine accumulates per request from each batch of logits. Subclasses: Votes (hard-vote class
     counts, what every certificate here reads) and ScoreSums (soft scores). Set needs_position to receive
-    each sample's position in its stream, e.g. to read one nested stream at several n."""
+    each sample's position in its request, e.g. to read one nested stream at several n."""
 
     needs_position = False
 
@@ -283,7 +294,7 @@ class Votes(Statistic):
 
 class NestedVotes(Statistic):
     """Class counts of the first n_1 < n_2 < ... samples of each request's stream, shape (requests, levels,
-    classes), from one pass: a sample at stream position p counts for every level n_j > p (one bincount per batch
+    classes), from one pass: a sample at position p of its request counts for every level n_j > p (one bincount per batch
     over (request, first level it counts for, class), then a cumulative sum over levels)."""
 
     needs_position = True
@@ -597,14 +608,21 @@ def probe_model(model, x: torch.Tensor, num_classes: int | None = None) -> int:
     return int(logits.shape[1])
 
 
+def _tensors(model) -> list[torch.Tensor]:
+    """A module's parameters and buffers; none for a plain callable on batches."""
+    if not isinstance(model, torch.nn.Module):
+        return []
+    return list(model.parameters()) + list(model.buffers())
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
+    for t in _tensors(model):
         return t.device
     return torch.device("cpu")
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
-    for t in list(model.parameters()) + list(model.buffers()):
+    for t in _tensors(model):
         if t.is_floating_point():
             return t.dtype
     return torch.float32

@@ -14,7 +14,6 @@ import math
 import secrets
 import time
 import warnings
-import weakref
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
@@ -153,12 +152,25 @@ class Smooth:
         if self.amp and self.device.type == "cpu":
             warnings.warn(f"amp={self.amp!r} on the CPU: autocast is emulated there and usually slower than float32; "
                           "use it to measure its effect on certified accuracy", stacklevel=2)
-        self._samplers: dict[int, Sampler] = {}   # per batch size: buffers and probes are paid once, not per call
+        self._samplers: dict[int, Sampler] = {}   # the last batch size's engine: buffers are paid once, not per call
         self._shapes: set[tuple] = set()          # input shapes the model was checked on
         self._auto_batch: dict[tuple, int] = {}   # input shape -> the batch size batch_size=None chose
         self.compile = bool(compile)
         self.compile_checks: dict[tuple, CompileCheck] = {}   # input shape -> how the compiled model compared
         self._compiled = None                     # torch.compile(model), made on first use
+        self._basis = self._what_samples()        # what the caches above were made for
+
+    def _what_samples(self) -> tuple:
+        """What decides the base classifier and its noise: the caches are dropped when any of it is reassigned."""
+        return self.model, self.noise, self.amp, self.compile, self.device
+
+    def _refresh(self) -> None:
+        basis = self._what_samples()
+        if any(a is not b and a != b for a, b in zip(basis, self._basis)):
+            self._basis = basis
+            self.dtype = model_dtype(self.model)
+            self._samplers, self._shapes, self._auto_batch, self.compile_checks = {}, set(), {}, {}
+            self._compiled = None
 
     def model_id(self) -> str:
         """What results files record as `model`: the weights' fingerprint, and how the forward pass runs when that
@@ -216,7 +228,7 @@ class Smooth:
         spec, norm = certificates.resolve(certificate, self.noise, norm)
         check_count("n0", n0, 1 if spec.uses_selection else 0)
         check_count("n", n)
-        seed = self._seed(seed, generator)
+        seed, generator = self._seed(seed, generator)
         stages = ((SELECTION, n0), (ESTIMATION, n))
         for idx, (c0, c1), seconds in self._groups(xs, stages, batch_size, seed, indices, generator, skip, on_batch):
             v = certificates.certify(spec.name, c0, c1, self.noise, alpha, norm)
@@ -230,7 +242,7 @@ class Smooth:
         """PREDICT many inputs (Cohen et al. 2019, Alg. PREDICT), yielding one Prediction per input in order."""
         alpha = check_alpha(alpha)
         check_count("n", n)
-        seed = self._seed(seed, generator)
+        seed, generator = self._seed(seed, generator)
         for idx, (counts,), seconds in self._groups(xs, ((PREDICTION, n),), batch_size, seed, indices, generator,
                                                     skip, on_batch):
             for index, row in zip(idx, counts):
@@ -259,7 +271,7 @@ class Smooth:
         check_count("n0", n0)
         ns = _sizes(ns)
         spec, norm = certificates.resolve(certificate, self.noise, norm)
-        seed = self._seed(seed, generator)
+        seed, generator = self._seed(seed, generator)
         for sampler, chunk, members, keep in self.groups(xs, GROUPING["certify_nested"](dict(n0=n0, ns=ns)),
                                                          batch_size, indices, skip):
             t0 = time.perf_counter()
@@ -301,7 +313,7 @@ class Smooth:
         check_count("n_max", n_max)
         spec, norm = certificates.resolve(certificate, self.noise, norm)
         proxy_norm = norm if norm in self.noise.norms else None
-        seed = self._seed(seed, generator)
+        seed, generator = self._seed(seed, generator)
         for sampler, chunk, members, keep in self.groups(xs, GROUPING["certify_input_n"](dict(n0=n0)), batch_size,
                                                          indices, skip):
             t0 = time.perf_counter()
@@ -343,7 +355,7 @@ class Smooth:
         one_sided = "cohen" if self.noise.name == "gaussian" else "teng-binary"
         schedule = UnionBound(alpha, n_max)
         p0 = target_probability(self.noise, radius, norm)
-        seed = self._seed(seed, generator)
+        seed, generator = self._seed(seed, generator)
         for sampler, chunk, members, keep in self.groups(xs, GROUPING["certify_target"](dict(n0=n0)), batch_size,
                                                          indices, skip):
             t0 = time.perf_counter()
@@ -390,7 +402,7 @@ class Smooth:
         check_count("n", n)
         spec, norm = certificates.resolve(certificate, self.noise, norm)
         check(spec.statistic == "scores", f"{spec.name} is not a soft certificate (soft ones: {', '.join(soft.CERTIFICATES)})")
-        seed = self._seed(seed, generator)
+        seed, generator = self._seed(seed, generator)
         for sampler, chunk, members, keep in self.groups(xs, GROUPING["certify_soft"](dict(n0=n0, n=n)), batch_size,
                                                          indices, skip):
             t0 = time.perf_counter()
@@ -438,7 +450,7 @@ class Smooth:
         bins = conf.BINS if bins is None else bins
         check_count("num_thresholds", num_thresholds)
         check_count("bins", bins)
-        seed = self._seed(seed, generator)
+        seed, generator = self._seed(seed, generator)
         sigma = self.noise.sigma
         for sampler, chunk, members, keep in self.groups(xs, GROUPING["confidence"](dict(n0=n0, n=n)), batch_size,
                                                          indices, skip):
@@ -466,18 +478,20 @@ class Smooth:
 
     # -- checks and the shared loop -----------------------------------------------------------------
     @staticmethod
-    def _seed(seed, generator) -> int | None:
-        """The run seed: the caller's, or a fresh random one; None when a generator is given instead."""
+    def _seed(seed, generator) -> tuple[int | None, Stream | None]:
+        """(the run seed: the caller's, or a fresh random one, or None when a generator is given instead; the
+        call's one stream on that generator). The stream lives for this call only: noise it drew and left unused
+        is dropped with it, and the generator has moved past it, so the next call's noise is fresh."""
         check(seed is None or generator is None, "give seed= or generator=, not both (the generator would win)")
         check(generator is None or isinstance(generator, torch.Generator),
               f"generator must be a torch.Generator, got {type(generator).__name__}")
         if generator is not None:
-            return None
+            return None, Stream(generator)
         if seed is None:
-            return secrets.randbits(63)
+            return secrets.randbits(63), None
         check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool),
               f"seed must be an integer, got {seed!r}")
-        return int(seed)
+        return int(seed), None
 
     def _one(self, x, many: str) -> torch.Tensor:
         """One input (no batch dimension) as a batch of one, checked."""
@@ -504,11 +518,23 @@ class Smooth:
 
     def probe(self, xs: torch.Tensor) -> int:
         """Check the model once per input shape on xs[:1]; return the number of classes."""
+        self._refresh()
         shape = tuple(xs.shape[1:])
         if shape not in self._shapes:
             self.num_classes = probe_model(self.model, xs[:1].to(self.device, self.dtype), self.num_classes)
             self._shapes.add(shape)
         return self.num_classes
+
+    def batch_size(self, shape, batch_size: int | None) -> int:
+        """batch_size, checked; None: the size chosen once per input shape (a timing or a memory probe)."""
+        if batch_size is None:
+            self._refresh()
+            shape = tuple(shape)
+            if shape not in self._auto_batch:
+                self._auto_batch[shape] = auto_batch_size(self.model, shape, self.device, self.dtype, amp=self.amp)
+            batch_size = self._auto_batch[shape]
+        check_count("batch size", batch_size)
+        return batch_size
 
     def prepare(self, xs: torch.Tensor, batch_size: int | None) -> Sampler:
         """Check the inputs (and, once per shape, the model), and return the sampling engine for batch_size."""
@@ -524,20 +550,15 @@ class Smooth:
             finite = torch.isfinite(xs.reshape(len(xs), -1)).all(dim=1)
             raise SmoothcertError(f"inputs contain NaN or inf (first at position {int((~finite).nonzero()[0])})")
         self.probe(xs)
-        if batch_size is None:                        # chosen once per input shape (a timing or a memory probe)
-            shape = tuple(xs.shape[1:])
-            if shape not in self._auto_batch:
-                self._auto_batch[shape] = auto_batch_size(self.model, shape, self.device, self.dtype, amp=self.amp)
-            batch_size = self._auto_batch[shape]
-        check_count("batch size", batch_size)
+        batch_size = self.batch_size(xs.shape[1:], batch_size)
         sampler = self._samplers.get(batch_size)
         if sampler is None:
             check_batch_memory(batch_size, xs.shape[1:], torch.promote_types(self.dtype, torch.float32), self.device)
             if self.compile and self._compiled is None:
                 self._compiled = torch.compile(self.model)
-            sampler = self._samplers[batch_size] = Sampler(self._compiled if self.compile else self.model, self.noise,
-                                                           self.num_classes, batch_size, self.device, self.amp,
-                                                           self.dtype)
+            sampler = Sampler(self._compiled if self.compile else self.model, self.noise, self.num_classes,
+                              batch_size, self.device, self.amp, self.dtype)
+            self._samplers = {batch_size: sampler}     # one kept: a sweep of batch sizes must not pile up buffers
         if self.compile and tuple(xs.shape[1:]) not in self.compile_checks:
             compared = check_compiled(self.model, self._compiled, xs, self.noise, batch_size, self.device, self.dtype,
                                       self.amp)
@@ -546,13 +567,13 @@ class Smooth:
                 warnings.warn(compared.describe(), stacklevel=3)
         return sampler
 
-    def streams(self, members: Sequence[int], stage: int, seed: int | None, generator, device) -> list[Stream]:
-        """One stream per input for a stage; with a generator, one stream shared by every input and stage."""
+    @staticmethod
+    def streams(members: Sequence[int], stage: int, seed: int | None, generator: Stream | None,
+                device) -> list[Stream]:
+        """One stream per input for a stage; with a generator, the call's one stream (`_seed`), shared by every
+        input and stage."""
         if generator is not None:
-            shared = _GENERATOR_STREAMS.get(generator)
-            if shared is None:                            # its unused noise follows the generator to the next call
-                shared = _GENERATOR_STREAMS[generator] = Stream(generator)
-            return [shared] * len(members)
+            return [generator] * len(members)
         return [make_stream(seed, i, stage, device) for i in members]
 
     def groups(self, xs, per_input: Sequence[int], batch_size, indices, skip):
@@ -613,9 +634,6 @@ def _certificate(index, v, j, c0, c1, alpha, name, norm, seconds, seed) -> Certi
     """Row j of a Verdict as a Certificate."""
     return Certificate(index, int(v.prediction[j]), float(v.radius[j]), float(v.p_lower[j]), float(v.p_upper[j]),
                        c0, c1, alpha, name, norm, seconds, int(v.candidate[j]), str(v.reason[j]), seed)
-
-
-_GENERATOR_STREAMS: "weakref.WeakKeyDictionary[torch.Generator, Stream]" = weakref.WeakKeyDictionary()
 
 
 def group_size(batch_size: int, stage_sizes: Sequence[int], count: int) -> int:

@@ -134,3 +134,98 @@ def test_a_fixed_batch_pt2_says_so_once_with_the_recipe(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fixed batch size of 4" in err[0] and "dynamic_shapes" in err[0]
     assert model(torch.zeros(9, 64)).shape == (9, 10)
+
+
+# -- state kept between calls must not leak into the next call (regressions) ----------------------------------
+
+class Ring(nn.Module):
+    """Class 0 inside the unit ball, class 1 outside: at x = 0 in 4 dimensions, Gaussian noise of sigma 0.05 votes 0
+    every time and sigma 2 votes 1 almost every time (P(|N(0, 4 I_4)| < 1) = P(chi2_4 < 1/4) < 0.01)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        r = x.norm(dim=1)
+        return torch.stack([1.0 - r, r - 1.0], 1) + 0 * self.w
+
+
+def test_reassigning_the_noise_or_the_model_of_a_smooth_rebuilds_its_engine():
+    x = torch.zeros(4)
+    fresh = Smooth(Ring(), Gaussian(2.0)).certify(x, 100, 1000, 0.001, 100, seed=1)
+    swept = Smooth(Ring(), Gaussian(0.05))
+    swept.certify(x, 100, 1000, 0.001, 100, seed=0)
+    swept.noise = Gaussian(2.0)                  # a sigma sweep on one Smooth: the old engine drew sigma 0.05
+    again = swept.certify(x, 100, 1000, 0.001, 100, seed=1)
+    assert list(again.counts) == list(fresh.counts) and again.radius == fresh.radius
+    swept.model = Threshold()                    # likewise for the model
+    assert list(swept.certify(torch.tensor([0.3]), 10, 100, 0.01, 100, seed=0).counts) == list(
+        Smooth(Threshold(), Gaussian(2.0)).certify(torch.tensor([0.3]), 10, 100, 0.01, 100, seed=0).counts)
+
+
+def test_a_shared_generator_carries_no_noise_from_one_call_to_the_next():
+    g = torch.Generator().manual_seed(0)
+    Smooth(Ring(), Gaussian(0.05)).certify(torch.zeros(4), 1, 1, 0.001, 100, generator=g)   # drew a piece of 100
+    c = Smooth(Ring(), Gaussian(2.0)).certify(torch.zeros(4), 10, 88, 0.001, 100, generator=g)
+    assert c.counts[1] >= 80 and c.counts_selection[1] >= 8          # sigma 2's votes, not sigma 0.05's leftovers
+    wider = Smooth(Ring(), Gaussian(0.05))
+    wider.certify(torch.zeros(4), 1, 1, 0.001, 100, generator=g)
+    assert wider.certify(torch.zeros(6), 1, 1, 0.001, 100, generator=g).counts.sum() == 1   # another shape: no crash
+
+
+def test_nested_n_with_a_used_generator_reads_every_n():
+    g = torch.Generator().manual_seed(0)
+    smooth = Smooth(Threshold(), Gaussian(1.0))
+    smooth.certify(torch.tensor([0.3]), 10, 50, 0.01, 64, generator=g)
+    (row,) = smooth.certify_nested(torch.tensor([[0.3]]), 10, [50, 100], 0.01, 64, generator=g)
+    assert [int(c.counts.sum()) for c in row] == [50, 100]
+
+
+def test_two_threads_on_one_smooth_do_not_share_a_batch():
+    import threading
+    import time
+    entered, first = threading.Event(), []
+
+    class Slow(Threshold):
+        """The first full batch of thread A waits 0.5 s between being filled and being read."""
+
+        def forward(self, x):
+            if x.shape[0] == 50 and threading.current_thread().name == "A" and not first:
+                first.append(1)
+                entered.set()
+                time.sleep(0.5)
+            return super().forward(x)
+
+    smooth, out = Smooth(Slow(), Gaussian(0.01)), {}
+    a = threading.Thread(name="A", target=lambda: out.setdefault(
+        "A", smooth.certify(torch.tensor([-1.0]), 10, 40, 0.01, 50, seed=0)))
+    b = threading.Thread(name="B", target=lambda: (entered.wait(5), out.setdefault(
+        "B", smooth.certify(torch.tensor([1.0]), 10, 40, 0.01, 50, seed=1))))
+    smooth.certify(torch.tensor([1.0]), 10, 40, 0.01, 50, seed=2)     # probe and engine built beforehand
+    a.start(), b.start(), a.join(), b.join()
+    assert list(out["A"].counts) == [40, 0] and list(out["B"].counts) == [0, 40]
+
+
+def test_a_plain_function_is_a_model():
+    smooth = Smooth(lambda x: torch.cat([-x, x], dim=1), Gaussian(0.1))
+    assert smooth.certify(torch.tensor([1.0]), 10, 100, 0.01, 100, seed=0).prediction == 1
+    assert smooth.model_id().startswith("sha256:")
+
+
+def test_a_sweep_of_batch_sizes_keeps_one_engine():
+    smooth = Smooth(Threshold(), Gaussian(1.0))
+    for n in (10, 100, 1000):
+        smooth.certify(torch.tensor([0.3]), 10, n, 0.01, 10 + n, seed=0)     # bench-latency's pattern
+    assert list(smooth._samplers) == [1010]
+
+
+def test_an_error_raised_by_the_model_while_sampling_is_one_line():
+    class RaisesOnBatches(Threshold):
+        def forward(self, x):
+            if x.shape[0] > 1:                   # the one-input probe passes; noisy batches fail
+                raise RuntimeError("boom\nsecond line")
+            return super().forward(x)
+
+    with pytest.raises(SmoothcertError, match=r"^the model raised RuntimeError on noisy samples: boom$"):
+        Smooth(RaisesOnBatches(), Gaussian(0.1)).certify(torch.tensor([1.0]), 10, 100, 0.01, 100, seed=0)

@@ -196,6 +196,15 @@ class PoisonOn(nn.Module):
     def forward(self, x):
         out = self.linear(x.flatten(1))
         return torch.where((x[:, 0, 0, 1] > 25)[:, None], torch.nan, out)
+
+
+class RaiseOn(PoisonOn):
+    """The same layer; raises its own error for such a sample (a model's bug, not a smoothcert error)."""
+
+    def forward(self, x):
+        if bool((x[:, 0, 0, 1] > 25).any()):
+            raise RuntimeError("boom: a pixel above 25")
+        return super().forward(x)
 '''
 
 
@@ -218,6 +227,15 @@ def test_an_input_with_non_finite_logits_fails_the_ray_run_in_one_line_naming_it
     # the rows before input 7's group (0..3; groups of 4) were written, and are those of the local run
     assert [r["idx"] for r in rows(tmp_path / "ray.tsv")] == ["0", "1", "2", "3"]
     assert without_time(tmp_path / "ray.tsv") == without_time(tmp_path / "local.tsv")
+    # the model's own exception: one line naming the input, locally and on Ray, and the same rows
+    assert main(args(tmp_path / "local2.tsv", "--model", "poison_model:RaiseOn")) == 2
+    assert capsys.readouterr().err.strip() == ("smoothcert certify: error: the model raised RuntimeError on noisy "
+                                               "samples: boom: a pixel above 25")
+    assert main(args(tmp_path / "ray2.tsv", "--ray", "--workers", "2", "--model", "poison_model:RaiseOn")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[1].endswith("input 7: the model raised RuntimeError on noisy samples: boom: a "
+                                             "pixel above 25"), err
+    assert without_time(tmp_path / "ray2.tsv") == without_time(tmp_path / "local.tsv")
 
 
 @pytest.mark.slow

@@ -173,3 +173,15 @@ def test_single_stage_fails_near_ties_about_twice_alpha_but_label_claims_stay_so
     label_claims = sum(c.prediction == 1 and c.radius > margin * (1 + 1e-12) for c in certs)
     assert_sound(label_claims, p)
     assert_caught(wrong, p)                         # the predicted class's claims fail at ~2 alpha
+
+
+def test_the_python_api_refuses_a_certificate_that_early_stopping_would_ignore(tmp_path):
+    from smoothcert.data import Dataset
+    from smoothcert.errors import SmoothcertError
+    from smoothcert.run import certify_dataset
+    data = Dataset(torch.full((2, 1), 0.3), torch.tensor([1, 1]), (), "threshold")
+    with pytest.raises(SmoothcertError, match="not margin"):
+        certify_dataset(Smooth(Threshold(), Gaussian(1.0)), data, [0, 1], str(tmp_path / "r.tsv"), n0=10, n=100,
+                        alpha=0.01, batch_size=100, certificate="margin", n_max=1000, target_radius=0.1,
+                        progress=False)
+    assert not (tmp_path / "r.tsv").exists()
