@@ -51,8 +51,9 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True,
                    help="results TSV; an existing one made with the same settings, data and model is resumed")
     p.add_argument("--trust-model", action="store_true",
-                   help="let a .pt2 model unpickle objects other than tensors (this can run code: only for files you "
-                        "trust); by default such a file is refused")
+                   help="load a .pt2 model with torch's own loader, unchecked: it may unpickle objects, evaluate "
+                        "expressions and import modules (this can run code: only for files you trust); by default "
+                        "such a file is refused")
     p.add_argument("--start", type=int, default=0, help="first input index (default 0)")
     p.add_argument("--skip", type=int, default=1,
                    help="take inputs start, start+SKIP, start+2*SKIP, ... (as Cohen et al.'s --skip; default 1)")

@@ -15,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import importlib.util
 import io
+import json
 import logging
 import os
 import pickle
 import re
 import sys
 import warnings
+import zipfile
 from collections.abc import Mapping
 
 import torch
@@ -174,13 +177,102 @@ class _Refused(Exception):
     """An entry of a .pt2 archive needs more than the weights-only unpickler (it could run code)."""
 
 
+# What a .pt2 program's JSON may name. Beyond pickles, torch.export.load evaluates a program's symbolic shapes
+# with sympy.sympify (Python's eval), imports any module a pytree context names ("__enum__", defaultdict
+# factories), compiles its guards into Python code, and calls whatever its nodes name as targets: each is checked
+# against what torch.export writes for a model before torch sees the file.
+_TARGET = re.compile(r"torch\.ops\.(aten|prims|higher_order)\.\w+(\.\w+)?|torch\.sym_\w+|math\.\w+|_operator\."
+                     r"(getitem|add|sub|mul|truediv|floordiv|mod|pow|neg|pos|abs|eq|ne|lt|le|gt|ge|and_|or_|xor|"
+                     r"not_|invert|lshift|rshift)")
+_UNSAFE_TARGETS = ("from_file",)                                  # aten ops that read files
+_SPEC_TYPES = {None, "builtins.tuple", "builtins.list", "builtins.dict", "collections.OrderedDict",
+               "collections.namedtuple", "torch.fx.immutable_collections.immutable_list",
+               "torch.fx.immutable_collections.immutable_dict"}
+_EXPR_TOKEN = re.compile(r"\s+|\d+(\.\d+)?(e[-+]?\d+)?|'[A-Za-z]\w*'|[A-Za-z]\w*|\*\*|//|[-+*/%(),=<>!]=?")
+_EXPR_NAMES = {"Symbol", "positive", "integer", "real", "True", "False", "Integer", "Rational", "Float", "Add",
+               "Mul", "Pow", "Mod", "PythonMod", "FloorDiv", "CeilDiv", "CleanDiv", "IntTrueDiv", "FloatTrueDiv",
+               "TruncToInt", "RoundToInt", "Max", "Min", "ceiling", "floor", "Abs", "sqrt", "Eq", "Ne", "Lt", "Le",
+               "Gt", "Ge", "And", "Or", "Not", "oo", "zoo", "nan", "Identity", "ToFloat"}
+
+
+def _safe_expression(text: str) -> bool:
+    """A symbolic shape as torch.export writes it: numbers, shape symbols (s0, u3, ...), arithmetic and the sympy
+    functions above; no attribute, item or dunder access, so sympify's eval can only build an expression."""
+    pos = 0
+    while pos < len(text):
+        m = _EXPR_TOKEN.match(text, pos)
+        if m is None:
+            return False
+        word = m.group()
+        if word[0].isalpha() and word not in _EXPR_NAMES and not re.fullmatch(r"[a-z]{1,3}\d+", word):
+            return False
+        pos = m.end()
+    return True
+
+
+def _check_spec(spec, where: str) -> None:
+    """A pytree spec node (and its children): containers only, no context that imports a module."""
+    if isinstance(spec, list):                       # [protocol, node]
+        spec = spec[-1] if spec else None
+    if not isinstance(spec, dict):
+        return
+    kind = spec.get("type")
+    if kind not in _SPEC_TYPES:
+        raise _Refused(f"a pytree of type {str(kind)[:80]!r} in {where}")
+    if "__enum__" in str(spec.get("context")):
+        raise _Refused(f"an enum context in {where} (it imports a module)")
+    for child in spec.get("children_spec") or []:
+        _check_spec(child, where)
+
+
+def _check_program_json(data: bytes) -> None:
+    """Refuse (with _Refused) an archive whose JSON makes torch.export.load or the loaded module run code."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [(name, archive.read(name)) for name in archive.namelist() if name.endswith(".json")]
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
+        return                                        # not an archive: torch.export.load says what is wrong
+
+    def walk(node, name):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("target", "as_operator") and isinstance(value, str):
+                    if not _TARGET.fullmatch(value) or any(op in value for op in _UNSAFE_TARGETS):
+                        raise _Refused(f"an operator {value[:80]!r} in {name}")
+                elif key == "expr_str" and isinstance(value, str) and not _safe_expression(value):
+                    raise _Refused(f"a symbolic shape {value[:80]!r} in {name} (it would be evaluated)")
+                elif key in ("in_spec", "out_spec") and isinstance(value, str):
+                    try:
+                        _check_spec(json.loads(value), name)
+                    except json.JSONDecodeError:
+                        raise _Refused(f"an unreadable pytree spec in {name}") from None
+                elif key == "guards_code" and value:
+                    raise _Refused(f"guard code in {name} (it would be compiled and run)")
+                elif key == "treespec_namedtuple_fields":
+                    continue
+                walk(value, name)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, name)
+        elif isinstance(node, str) and "__enum__" in node:
+            raise _Refused(f"an enum context in {name} (it imports a module)")
+
+    for name, raw in members:
+        try:
+            walk(json.loads(raw), name)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise _Refused(f"an unreadable JSON entry {name}") from None
+
+
 @contextlib.contextmanager
 def _weights_only_unpickling(refusals: list):
     """While torch.export.load runs: torch.load is forced to weights_only=True (tensors and plain containers
     only) and the unrestricted unpicklers (pickle.load(s), pickle.Unpickler, torchbind's _pickle_load_obj)
     refuse; every refusal is recorded, so one that torch catches and works around is still seen. torch.export
     itself falls back to weights_only=False for sample inputs and unpickles pickled weights and constants
-    unrestricted: a crafted archive would otherwise run code."""
+    unrestricted: a crafted archive would otherwise run code. Importing a module not yet imported is refused too
+    unless it is torch's or sympy's (behind `_check_program_json`, which refuses the pytree contexts that ask for
+    one)."""
     load = torch.load
 
     def restricted(f, *args, **kwargs):
@@ -199,8 +291,21 @@ def _weights_only_unpickling(refusals: list):
         def __init__(self, *args, **kwargs):
             refuse()
 
+    import_module = importlib.import_module
+
+    def imported_only(name, package=None):     # a second line behind _check_program_json: only torch's own code
+        try:
+            full = importlib.util.resolve_name(name, package) if name.startswith(".") else name
+        except (ImportError, ValueError):
+            full = name
+        if full not in sys.modules and full.split(".")[0] not in ("torch", "sympy"):
+            refusals.append(f"it imports the module {full[:80]!r}")
+            raise _Refused(refusals[-1])
+        return import_module(name, package)
+
     patches = [(torch, "load", restricted), (torch.serialization, "load", restricted), (pickle, "load", refuse),
-               (pickle, "loads", refuse), (pickle, "Unpickler", Refusing), (torch._C, "_pickle_load_obj", refuse)]
+               (pickle, "loads", refuse), (pickle, "Unpickler", Refusing), (torch._C, "_pickle_load_obj", refuse),
+               (importlib, "import_module", imported_only)]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
         for obj, name, value in patches:
@@ -235,15 +340,21 @@ def _load_exported(path: str, trust: bool = False) -> nn.Module:
     refusals: list[str] = []
     guard = contextlib.nullcontext() if trust else _weights_only_unpickling(refusals)
     try:
+        if not trust:
+            _check_program_json(data)
         with _quiet_torch(), guard:
             program = torch.export.load(io.BytesIO(data))
+    except _Refused as exc:
+        refusals.append(str(exc))
+        program = None
     except Exception as exc:
         if not refusals:
             raise SmoothcertError(f"cannot load {path} as a torch.export program (.pt2): {_first_line(exc)}") from None
         program = None
     if refusals:
-        raise SmoothcertError(f"{path} holds pickled data beyond plain tensors ({refusals[0]}); loading it "
-                              "could run code, so it is refused: pass --trust-model only if you trust its source")
+        raise SmoothcertError(f"{path} holds more than plain tensors and a graph of torch operators ({refusals[0]}); "
+                              "loading it could run code, so it is refused: pass --trust-model only if you trust "
+                              "its source")
     module = program.module()
     batch = _static_batch(program)
     if batch is None:

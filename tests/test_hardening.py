@@ -4,6 +4,7 @@ import io
 import json
 import os
 import subprocess
+import re
 import sys
 import zipfile
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from conftest import certify_args, rows, tiny_cnn
+from smoothcert import SmoothcertError
 from smoothcert.cli import main
 from smoothcert.models import fingerprint, load_model, save_model
 from smoothcert.results import FileLock
@@ -94,6 +96,66 @@ def test_a_crafted_pt2_is_refused_and_runs_no_code(tmp_path, npz_data, capsys, k
     line = one_line_error(capsys, main(certify_args(bad, npz_data, out)))
     assert not marker.exists(), "unpickling the archive ran code"
     assert "--trust-model" in line and "could run code" in line and not out.exists()
+
+
+EVIL_MODULE = "import pathlib\npathlib.Path({marker!r}).write_text('imported')\nclass X:\n    a = 1\n"
+
+
+def _crafted_program(tmp_path, kind):
+    """A real .pt2 whose program JSON makes torch.export.load (or the loaded module) run code without any pickle:
+    a symbolic shape that sympify evaluates, a pytree context that imports a module, guard code that is compiled,
+    or a node that calls a function outside torch's operators."""
+    good, bad, marker = tmp_path / "good.pt2", tmp_path / f"evil_{kind}.pt2", tmp_path / f"PWNED_{kind}"
+    save_model(tiny_cnn(), str(good), torch.zeros(1, 1, 4, 4))
+    (tmp_path / "evilmod.py").write_text(EVIL_MODULE.format(marker=str(marker)))
+    write = f"__import__('pathlib').Path({str(marker)!r}).write_text('eval')"
+
+    def edit(name, data, extra):
+        if not name.endswith("models/model.json"):
+            return data
+        text = data.decode()
+        if kind == "sympify":
+            symbol = re.search(r"Symbol\('s\d+', positive=True, integer=True\)", text).group()
+            return text.replace(symbol, f"({write}, {symbol})[1]").encode()
+        program = json.loads(text)
+        if kind == "enum":
+            call = program["graph_module"]["module_call_graph"][0]["signature"]
+            spec = json.loads(call["in_spec"])
+            spec[1]["children_spec"][1]["context"] = json.dumps(["x"])
+            spec[1]["children_spec"][1]["children_spec"] = [
+                {"type": "builtins.tuple", "context": json.dumps({"__enum__": True, "fqn": "evilmod:X", "name": "a"}),
+                 "children_spec": []}]
+            call["in_spec"] = json.dumps(spec)
+        elif kind == "guards":
+            program["guards_code"] = [f"{write} is None"]
+        elif kind == "target":
+            node = program["graph_module"]["graph"]["nodes"][0]
+            node["target"] = "torch.serialization.save"
+        return json.dumps(program).encode()
+
+    _rewrite(good, bad, edit)
+    return bad, marker
+
+
+@pytest.mark.parametrize("kind", ["sympify", "enum", "guards", "target"])
+def test_a_pt2_whose_program_would_run_code_is_refused_and_runs_none(tmp_path, npz_data, capsys, monkeypatch, kind):
+    monkeypatch.chdir(tmp_path)                  # where evilmod.py lies, as a factory's folder would be
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bad, marker = _crafted_program(tmp_path, kind)
+    out = tmp_path / "r.tsv"
+    line = one_line_error(capsys, main(certify_args(bad, npz_data, out)))
+    assert not marker.exists(), "loading the program ran code"
+    assert "--trust-model" in line and "could run code" in line and not out.exists()
+
+
+def test_a_module_import_during_a_pt2_load_is_refused_behind_the_json_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    bad, marker = _crafted_program(tmp_path, "enum")
+    monkeypatch.setattr("smoothcert.models._check_program_json", lambda data: None)   # the first line down
+    with pytest.raises(SmoothcertError, match="imports the module 'evilmod'"):
+        load_model(str(bad))
+    assert not marker.exists()
 
 
 def test_trust_model_lets_a_pickled_archive_load(tmp_path):
