@@ -14,8 +14,8 @@ Proof sketch: h >= a + sum_j (s_j - s_{j-1}) 1{h >= s_j} (layer cake), and by Ne
 of Gaussian mass >= q at x keeps mass >= Phi(Phi^-1(q) - R/sigma) after a shift of norm R; the upper bound is
 the mirror image, from h <= s_1 + sum_j (s_{j+1} - s_j) 1{h > s_j}. The layer cake holds for any thresholds,
 so they may be chosen from the same samples: the q_j = #{h >= s_j}/m - eps all hold at once on the one-sided
-DKW event sup (F_m - F) <= eps, eps = sqrt(ln(1/alpha) / 2m) (Massart; see bounds.cdf for why one side is
-valid), and the u_j = #{h > s_j}/m + eps on the other one-sided event. Lower and upper bound are each valid at
+DKW event sup (F - F_m) <= eps, eps = sqrt(ln(1/alpha) / 2m) (Massart; see bounds.cdf for why one side is
+valid), and the u_j = #{h > s_j}/m + eps on the other one-sided event, sup (F_m - F) <= eps. Lower and upper bound are each valid at
 alpha on their own; wanting both at once costs alpha/2 each.
 
 Thresholds: 001 §5.2 puts them at equal-count order statistics; like the authors' code we take every g-th
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from scipy.special import ndtr, ndtri
 
-from .bounds.cdf import dkw_epsilon
+from .bounds.cdf import tail_lower, tail_upper
 from .bounds.mean import hoeffding_lower, hoeffding_upper
 from .errors import SmoothcertError, check, check_alpha
 
@@ -154,26 +154,17 @@ def layers_from_histogram(counts, measure: str = "score", num_thresholds: int = 
     return Layers(tuple(s), tuple(ge), tuple(ge), np.array(m), edges[0], edges[-1])
 
 
-def histogram_sums(counts, measure: str = "score") -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) bounds on each input's sum of values from its histogram (bin edges), for the baseline
-    when the exact sum was not stored."""
-    counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
-    edges = histogram_edges(measure, counts.shape[1])
-    return counts @ edges[:-1], counts @ edges[1:]
-
-
 def _terms(layers: Layers, g: int, alpha: float, upper: bool):
     """Theorem 2 for input g as (base, widths, z): bound = base + sum widths * Phi(z -/+ R/sigma), zero-width
     and zero-mass layers dropped."""
     s, m = layers.thresholds[g], layers.m[g]
-    eps = dkw_epsilon(m, alpha)
     if upper:
         widths = np.diff(np.append(s, layers.high))
-        q = np.minimum(layers.count_gt[g] / m + eps, 1.0)       # >= P(h > s_j): other one-sided DKW band
+        q = np.atleast_1d(tail_upper(layers.count_gt[g], m, alpha))     # >= P(h > s_j)
         base = s[0]
     else:
         widths = np.diff(np.insert(s, 0, layers.low))
-        q = np.maximum(layers.count_ge[g] / m - eps, 0.0)       # <= P(h >= s_j): one-sided DKW band
+        q = np.atleast_1d(tail_lower(layers.count_ge[g], m, alpha))     # <= P(h >= s_j)
         base = layers.low
     keep = (widths > 0) & (q > 0)
     return base, widths[keep], ndtri(q[keep])

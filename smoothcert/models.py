@@ -407,12 +407,23 @@ def _load_torchscript(path: str) -> nn.Module:
 
 
 def _from_factory(spec: str) -> nn.Module:
-    """Call package.module:factory with no arguments; the current directory is on the import path (as with
-    `python -m`), so a factory in ./pkg/mod.py is found from the folder that holds pkg."""
+    """Call package.module:factory with no arguments; the current directory is on the import path while it is
+    imported and called (as with `python -m`), so a factory in ./pkg/mod.py is found from the folder that holds
+    pkg; it is taken off again after, so later imports do not search it."""
     module_name, _, attr = spec.partition(":")
     check(module_name and attr, f"a factory is given as package.module:function, got {spec!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    here = os.getcwd()
+    added = here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        return _call_factory(spec, module_name, attr)
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
+
+
+def _call_factory(spec: str, module_name: str, attr: str) -> nn.Module:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -456,11 +467,6 @@ def _fit_weights(model: nn.Module, state: Mapping, path: str) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise SmoothcertError(f"weights {path} do not fit the model: {_first_line(exc)} ...") from None
-
-
-def load_weights(model: nn.Module, path: str) -> None:
-    """Load a plain state dict file into `model` (read with weights_only=True: no code runs)."""
-    _fit_weights(model, read_state_dict(path), path)
 
 
 def save_model(model: nn.Module, path: str, example: torch.Tensor) -> None:

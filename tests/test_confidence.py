@@ -322,7 +322,7 @@ def test_confidence_bounds_at_a_radius_sound(measure):
 
 def test_confidence_negative_control_no_band_is_caught(monkeypatch):
     """UNSOUND on purpose: Theorem 2 on the empirical CDF itself (no DKW band)."""
-    monkeypatch.setattr(cf, "dkw_epsilon", lambda m, alpha: 1e-12)
+    monkeypatch.setattr("smoothcert.bounds.cdf.dkw_epsilon", lambda m, alpha, two_sided=False: 1e-12)
     cdf, true, p = _radii(CASES[0], "score", seed=3, control=lambda layers, v, c, s: cf.cdf_radius(layers, c, s, 0.1))
     assert_caught(int(np.sum(cdf > true)), p)
 

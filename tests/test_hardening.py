@@ -395,6 +395,7 @@ def test_a_factory_is_found_from_the_current_folder(tmp_path, npz_data, monkeypa
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     args = certify_args("userpkg.nets:net", npz_data, tmp_path / "r.tsv", "--weights", str(weights), "--max", "2")
     assert main(args) == 0
+    assert str(tmp_path) not in sys.path          # on the path for the factory only: later imports do not search it
 
 
 def test_a_pickled_whole_model_as_weights_says_what_it_is(tmp_path, npz_data, capsys):

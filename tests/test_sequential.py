@@ -5,9 +5,11 @@ from dataclasses import dataclass
 import mpmath as mp
 import numpy as np
 import pytest
+import torch
 from scipy import optimize, stats
 
-from smoothcert import Gaussian, Laplace, SmoothcertError, planning
+from conftest import Threshold
+from smoothcert import Gaussian, Laplace, Smooth, SmoothcertError, planning
 from smoothcert.bounds import clopper_pearson_lower
 from smoothcert.bounds.sequential import (BetaMixture, UnionBound, decide, geometric_rounds, run_sequential, simulate,
                                           target_probability)
@@ -41,6 +43,17 @@ def test_union_bound_is_clopper_pearson_at_each_looks_level(share):
     assert np.allclose(seq.lower([90, 180], [100, 200]), both)
     with pytest.raises(SmoothcertError, match="look point"):
         seq.lower(50, 150)
+
+
+def test_a_schedule_of_one_look_is_clopper_pearson_at_alpha():
+    """n_max <= first: one look (the default final share used to divide by zero)."""
+    for n_max in (1, 50, 100):
+        seq = UnionBound(0.01, n_max)
+        assert seq.rounds() == (n_max,) and seq.levels == (0.01,)
+        assert seq.lower(n_max // 2, n_max) == pytest.approx(cp_by_root(n_max // 2, n_max, 0.01), abs=1e-10)
+    smooth = Smooth(Threshold(), Gaussian(1.0))
+    (c,) = smooth.certify_target(torch.tensor([[2.0]]), 20, 0.5, 100, 0.01, 200, seed=0)
+    assert c.radius > 0.5 and int(c.counts.sum()) <= 100
 
 
 def mixture_mpmath(k, t, p0, a=1.0, b=1.0):

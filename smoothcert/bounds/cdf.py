@@ -11,13 +11,14 @@ For m i.i.d. values with CDF F and empirical CDF F_m (any F, continuous or not):
 So eps = sqrt(ln(1/alpha) / 2m) gives a ONE-sided band at level alpha for alpha <= 1/2 (for alpha > 1/2 we use
 eps at alpha = 1/2, which is valid and only wider), and sqrt(ln(2/alpha) / 2m) the two-sided band. 001 states
 the two-sided constant but its code uses the one-sided one (ERRATA); Theorem 2's lower bound needs only lower
-bounds on the tails P(X >= s), i.e. only the event sup_x (F_m(x) - F(x)) <= eps, so the one-sided band is valid
+bounds on the tails P(X >= s), i.e. only the event sup_x (F(x) - F_m(x)) <= eps, so the one-sided band is valid
 for it, and likewise the upper bound needs only the other side. Using both at once needs the two-sided eps.
 For a discontinuous F the statistic sup (F_m - F) is stochastically smaller than for a continuous one (the
 quantile transform), so the bands hold for every distribution, ties included.
 
-Tails: on the event sup (F_m - F) <= eps, P(X >= s) = 1 - F(s-) >= #{X_j >= s}/m - eps for EVERY s at once
-(F_m(s-) - F(s-) is a limit of F_m - F); on the event sup (F - F_m) <= eps, P(X > s) <= #{X_j > s}/m + eps.
+Tails: on the event sup (F - F_m) <= eps, P(X >= s) = 1 - F(s-) >= 1 - F_m(s-) - eps = #{X_j >= s}/m - eps for
+EVERY s at once (F(s-) - F_m(s-) is a limit of F - F_m); on the event sup (F_m - F) <= eps,
+P(X > s) = 1 - F(s) <= #{X_j > s}/m + eps.
 """
 from __future__ import annotations
 

@@ -43,8 +43,8 @@ from typing import Callable
 import numpy as np
 from scipy.special import betainc, betaincc, betaln
 
-from ..errors import SmoothcertError, check, check_alpha, check_count
-from .binomial import clopper_pearson_lower, clopper_pearson_upper
+from ..errors import check, check_alpha, check_count
+from .binomial import _check_counts, clopper_pearson_lower, clopper_pearson_upper
 
 CERTIFIED, FUTILE, CONTINUE = "certified", "futile", "continue"
 
@@ -62,10 +62,7 @@ def geometric_rounds(n_max: int, first: int = 100, ratio: float = 1.5) -> tuple[
 
 
 def _counts(k, t):
-    k, t = np.asarray(k, dtype=np.int64), np.asarray(t, dtype=np.int64)
-    if not (np.all(t >= 1) and np.all((k >= 0) & (k <= t))):
-        raise SmoothcertError(f"need 0 <= k <= t and t >= 1, got k={k!r}, t={t!r}")
-    return k, t
+    return _check_counts(np.asarray(k, dtype=np.int64), np.asarray(t, dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,12 @@ class UnionBound:
         check(f is None or (isinstance(f, (int, float)) and 0 < f < 1) or (f == 1 and len(looks) == 1),
               f"final_share must lie in (0, 1), got {f!r}")
         j = len(looks)
-        levels = [self.alpha / j] * j if f is None else [(1 - f) * self.alpha / (j - 1)] * (j - 1) + [f * self.alpha]
+        if j == 1:                                      # n_max <= first: one look, a fixed-n bound at alpha
+            levels = [self.alpha]
+        elif f is None:
+            levels = [self.alpha / j] * j
+        else:
+            levels = [(1 - f) * self.alpha / (j - 1)] * (j - 1) + [f * self.alpha]
         object.__setattr__(self, "looks", looks)
         object.__setattr__(self, "levels", tuple(levels))        # sum_j alpha_j = alpha
 
