@@ -27,6 +27,7 @@ __all__ = ["DEFAULT_RADII", "FORMATS", "PLOT_FORMATS", "REQUIRED", "Results", "S
 
 REQUIRED = ("idx", "label", "predict", "radius", "correct")       # a certify file; a predict file has no radius
 SETTINGS = ("noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model")   # kept as text
+RUN_SETTINGS = ("noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode")   # one value per file
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0)
 FORMATS = ("text", "markdown", "latex")
 PLOT_FORMATS = ("png", "pdf", "svg", "eps", "ps")
@@ -127,21 +128,7 @@ def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = F
     """
     path = os.fspath(path)
     alpha = None if alpha is None else check_alpha(alpha)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f, delimiter="\t")
-            header = [h.strip() for h in next(reader, [])]
-            check(any(header), f"{path}: empty file (expected a header line)")
-            missing = [c for c in REQUIRED if c not in header and c != "radius"]
-            check(not missing, f"{path}: missing column(s) {', '.join(missing)} in header")
-            check(len(set(header)) == len(header), f"{path}: duplicate column names in header")
-            rows, lines = [], []
-            for cells in filter(lambda cells: any(c.strip() for c in cells), reader):    # skip blank lines
-                check(len(cells) == len(header), f"{path}, line {reader.line_num}: expected {len(header)} fields")
-                rows.append(dict(zip(header, cells)))
-                lines.append(reader.line_num)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise SmoothcertError(f"{path}: cannot read results file ({e.__class__.__name__}: {e})") from None
+    header, rows, lines = _read_rows(path)
     check(rows, f"{path}: no result rows after the header")
     columns = [c for c in REQUIRED + ("samples",) if c in header and (c != "samples" or "radius" in header)]
     cols = {c: np.empty(len(rows)) for c in columns}
@@ -151,7 +138,7 @@ def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = F
         for c in columns:
             cols[c][i] = _number(row[c], where, c, integer=c != "radius")
         check(cols["correct"][i] in (0, 1), f"{where}: correct must be 0 or 1, got {row['correct']!r}")
-        check("samples" not in cols or cols["samples"][i] >= 1,
+        check("samples" not in cols or cols["samples"][i] >= 1,      # smoothcert's files: <= n, checked on reading
               f"{where}: samples must be >= 1, got {row.get('samples')!r}")
         if "alpha" in row:
             alphas.append(_number(row["alpha"], where, "alpha", integer=False))
@@ -159,8 +146,8 @@ def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = F
     arrays = {c: cols[c].astype(float if c == "radius" else np.int64) for c in columns}
     radius, samples = arrays.pop("radius", None), arrays.pop("samples", None)
     _validated(**arrays, radius=radius, where=lambda i: f"{path}, line {lines[i]}", allow_duplicates=allow_duplicates)
+    _one_setting(path, rows, lines, RUN_SETTINGS)
     norm = _constant(rows, "norm")
-    check(norm is not None or "norm" not in header, f"{path}: rows of different norms in one file")
     if radius is not None and "norm" not in header:
         norm = "l2"                                     # Cohen et al.'s files: Gaussian noise, l2 radii
     settings = {c: value for c in SETTINGS if (value := _constant(rows, c)) is not None}
@@ -169,6 +156,47 @@ def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = F
                    name=_settings_name(rows, radius is not None) or _stem(path), path=path, norm=norm,
                    rounded=radius is not None and "alpha" not in header and _looks_rounded(radius),
                    settings=MappingProxyType(settings))
+
+
+def _read_rows(path: str) -> tuple[list[str], list[dict], list[int]]:
+    """(header, rows as dicts, their line numbers) of a results file. smoothcert's certify files are read as every
+    other reader of them reads them (results.read_table, each row checked by results.check_certify_row: counts,
+    samples <= n, = n in a fixed-n row), so analyze accepts exactly the files planning and recertify accept;
+    other files (Cohen et al.'s, predict files) with a CSV reader that skips blank lines."""
+    from .results import CERTIFY_COLUMNS, check_certify_row, read_table
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f, delimiter="\t")
+            header = [h.strip() for h in next(reader, [])]
+            check(any(header), f"{path}: empty file (expected a header line)")
+            missing = [c for c in REQUIRED if c not in header and c != "radius"]
+            check(not missing, f"{path}: missing column(s) {', '.join(missing)} in header")
+            check(len(set(header)) == len(header), f"{path}: duplicate column names in header")
+            if set(CERTIFY_COLUMNS) <= set(header):
+                table = read_table(path, CERTIFY_COLUMNS)
+                for line, row in table:
+                    check_certify_row(path, line, row)
+                return header, [row for _, row in table], [line for line, _ in table]
+            rows, lines = [], []
+            for cells in filter(lambda cells: any(c.strip() for c in cells), reader):    # skip blank lines
+                check(len(cells) == len(header), f"{path}, line {reader.line_num}: expected {len(header)} fields")
+                rows.append(dict(zip(header, cells)))
+                lines.append(reader.line_num)
+            return header, rows, lines
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SmoothcertError(f"{path}: cannot read results file ({e.__class__.__name__}: {e})") from None
+
+
+def _one_setting(path: str, rows: list[dict], lines: list[int], columns: Sequence[str]) -> None:
+    """Refuse a file whose rows differ in any of these settings columns (those it has), naming the first line that
+    differs from the first row: rows of two runs in one file would be summarised as one run."""
+    for column in (c for c in columns if c in rows[0]):
+        first = rows[0][column].strip()
+        for row, line in zip(rows, lines):
+            value = row[column].strip()
+            check(value == first, f"{path}, line {line}: {column} is {value!r} but {first!r} on line {lines[0]}: rows "
+                                  f"of different {column}s in one file (from different runs?); give each run its "
+                                  "own file")
 
 
 def _settings_name(rows: list[dict], certify: bool) -> str:
@@ -545,6 +573,25 @@ def _write_atomic(target: str, write, what: str) -> None:
         raise SmoothcertError(f"{target}: cannot write {what} ({e.__class__.__name__}: {e})") from None
 
 
+def _save_figure(figure, out) -> str:
+    """Check `out` (output_target) before anything is drawn, draw figure() (a matplotlib Figure) and write it
+    atomically in the format its extension names; return the path."""
+    target, fmt = output_target(out, PLOT_FORMATS, "plot")
+    fig = figure()
+    _write_atomic(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120), "plot")
+    return os.fspath(out)
+
+
+LINE_STYLES = ("-", "--", "-.", ":")     # curves on top of each other stay apart in print and grey scale
+
+
+def _colour(i: int) -> str:
+    """The i-th colour of matplotlib's colour cycle, repeating."""
+    import matplotlib                       # lazy; a bare Figure (no pyplot state) needs no display
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    return colours[i % len(colours)]
+
+
 def _norm_label(norm: str | None) -> str:
     if not norm:
         return "radius"
@@ -569,17 +616,14 @@ def plot_figure(results_list: Sequence[Results], max_radius: float | None = None
     top = max(float(res.radius.max()) for res in results_list)
     xmax = (top * 1.05 if top > 0 else 1.0) if max_radius is None else max_radius
     check(isinstance(xmax, (int, float)) and math.isfinite(xmax) and xmax > 0, f"bad max_radius {max_radius!r}")
-    import matplotlib                       # lazy; a bare Figure (no pyplot state) needs no display
-    from matplotlib.figure import Figure
-    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    styles = ["-", "--", "-.", ":"]          # curves on top of each other stay apart in print and grey scale
+    from matplotlib.figure import Figure    # lazy; a bare Figure (no pyplot state) needs no display
     fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     for i, (name, res) in enumerate(zip(_display_names(results_list), results_list)):
         grid = np.union1d(np.linspace(0, xmax, 500), res.radius[res.radius <= xmax])
         # the curve is left-continuous (drops just after each radius); 'pre' steps draw it exactly on this grid
-        ax.step(grid, certified_accuracy(res, grid), where="pre", label=name, color=colours[i % len(colours)],
-                linestyle=styles[i % len(styles)], linewidth=1.6)
+        ax.step(grid, certified_accuracy(res, grid), where="pre", label=name, color=_colour(i),
+                linestyle=LINE_STYLES[i % len(LINE_STYLES)], linewidth=1.6)
     ax.set(xlim=(0, xmax), ylim=(0, 1), xlabel=_norm_label(norms[0] if norms else None),
            ylabel="certified accuracy", title=title)
     ax.grid(True, alpha=0.4)
@@ -598,10 +642,7 @@ def plot_certified_accuracy(results_list: Sequence[Results], out, max_radius: fl
         max_radius: the x axis's end (default: just past the largest radius).
         title: the figure's title.
     """
-    target, fmt = output_target(out, PLOT_FORMATS, "plot")
-    fig = plot_figure(results_list, max_radius, title)
-    _write_atomic(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120), "plot")
-    return os.fspath(out)
+    return _save_figure(lambda: plot_figure(results_list, max_radius, title), out)
 
 
 def _export_rows(items) -> list[tuple[str, Summary]]:
@@ -718,34 +759,49 @@ def is_confidence_file(path) -> bool:
     return "histogram" in header and any(h.startswith("cdf@") for h in header)
 
 
+def _at(where: str, fn, *args):
+    """fn(*args), its SmoothcertError prefixed with where (a file and line)."""
+    try:
+        return fn(*args)
+    except SmoothcertError as e:
+        raise SmoothcertError(f"{where}: {e}") from None
+
+
 def load_confidence(path, *, allow_duplicates: bool = False) -> ConfidenceResults:
-    """Read a certified-confidence file, checking every row (one-line errors naming the line)."""
-    from .results import CONFIDENCE_FIRST, CONFIDENCE_LAST, parse_int, read_table
+    """Read a certified-confidence file, checking every row as resuming and recertify do
+    (`results.check_confidence_row`; one-line errors naming the line)."""
+    from .confidence import check_thresholds
+    from .results import CONFIDENCE_FIRST, CONFIDENCE_LAST, check_confidence_row, parse_int, read_table
     path = os.fspath(path)
     table = read_table(path, CONFIDENCE_FIRST + CONFIDENCE_LAST)
     check(table, f"{path}: no result rows after the header")
-    thresholds = tuple(float(h[4:]) for h in table[0][1] if h.startswith("cdf@"))
+    rows, lines = [row for _, row in table], [line for line, _ in table]
+    head = f"{path}, line 1"
+    columns = [h for h in rows[0] if h.startswith("cdf@")]        # the header's own text: cdf@0.50 stays cdf@0.50
+    check(columns, f"{head}: no cdf@c columns (one cdf@c and one baseline@c per threshold c)")
+    for h in rows[0]:
+        kind, _, c = h.partition("@")
+        other = {"cdf": "baseline", "baseline": "cdf"}.get(kind)
+        check(other is None or f"{other}@{c}" in rows[0], f"{head}: column {h} has no {other}@{c} beside it "
+                                                            "(one cdf@c and one baseline@c per threshold c)")
+    checked = [check_confidence_row(path, line, row) for line, row in table]
+    _one_setting(path, rows, lines, ("noise", "scale", "measure", "alpha", "n0", "n"))
+    first = checked[0]
+    thresholds = tuple(_number(h[4:], head, h, integer=False) for h in columns)
+    _at(head, check_thresholds, thresholds, first.measure)
     cols = {c: np.zeros(len(table), np.int64) for c in ("idx", "label", "predict", "correct")}
-    cdf, base, mean = np.zeros((len(table), len(thresholds))), np.zeros((len(table), len(thresholds))), []
     for i, (line, row) in enumerate(table):
-        where = f"{path}, line {line}"
         for c in cols:
-            cols[c][i] = parse_int(row[c], where, c, -1 if c == "predict" else 0, 1 if c == "correct" else 2 ** 62)
-        for j, c in enumerate(thresholds):
-            cdf[i, j] = _number(row[f"cdf@{c:g}"], where, f"cdf@{c:g}", integer=False)
-            base[i, j] = _number(row[f"baseline@{c:g}"], where, f"baseline@{c:g}", integer=False)
-        mean.append(_number(row["measure_sum"], where, "measure_sum", False) / parse_int(row["n"], where, "n", 1))
-    check(bool(np.all(np.isfinite(cdf) & (cdf >= 0) & np.isfinite(base) & (base >= 0))),
-          f"{path}: radii must be finite and >= 0")
+            cols[c][i] = parse_int(row[c], f"{path}, line {line}", c, -1 if c == "predict" else 0,
+                                   1 if c == "correct" else 2 ** 62)
+    cdf = np.array([[float(row[h]) for h in columns] for row in rows])                     # checked above
+    base = np.array([[float(row["baseline" + h[3:]]) for h in columns] for row in rows])
+    mean = np.array([info.measure_sum / info.n for info in checked])
     _validated(cols["idx"], cols["label"], cols["predict"], None, cols["correct"],
                lambda i: f"{path}, line {table[i][0]}", allow_duplicates)
-    rows = [row for _, row in table]
-    measure, alpha = _constant(rows, "measure"), _constant(rows, "alpha")
-    check(measure is not None and alpha is not None, f"{path}: rows of different measures or alphas in one file")
-    scale = _constant(rows, "scale")
-    name = f"{measure} σ={float(scale):.4g}" if scale else _stem(path)
-    return ConfidenceResults(**_frozen(**cols, cdf=cdf, baseline=base, mean_measure=np.array(mean)),
-                             thresholds=thresholds, measure=measure, alpha=float(alpha), name=name, path=path)
+    return ConfidenceResults(**_frozen(**cols, cdf=cdf, baseline=base, mean_measure=mean), thresholds=thresholds,
+                             measure=first.measure, alpha=first.alpha, name=f"{first.measure} σ={first.scale:.4g}",
+                             path=path)
 
 
 def confidence_table(results: Sequence[ConfidenceResults], radii=DEFAULT_RADII, fmt: str = "text") -> str:
@@ -772,15 +828,12 @@ def confidence_table(results: Sequence[ConfidenceResults], radii=DEFAULT_RADII, 
     return "\n".join(lines + ["% " + note if fmt == "latex" else note])
 
 
-def plot_confidence(results: Sequence[ConfidenceResults], out, max_radius: float | None = None,
-                    title: str | None = None) -> str:
-    """001 Fig. 5 and Fig. 3 side by side, written atomically in the extension's format: certified accuracy
-    against radius per threshold (CDF solid, baseline dashed), and each input's mean measure against its CDF
-    radius per threshold."""
-    target, fmt = output_target(out, PLOT_FORMATS, "plot")
-    import matplotlib
+def confidence_figure(results: Sequence[ConfidenceResults], max_radius: float | None = None,
+                      title: str | None = None):
+    """001 Fig. 5 and Fig. 3 side by side, as a matplotlib Figure (not yet saved): certified accuracy against
+    radius per threshold (CDF solid, baseline dashed), and each input's mean measure against its CDF radius per
+    threshold."""
     from matplotlib.figure import Figure
-    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     top = max(float(max(r.cdf.max(), r.baseline.max())) for r in results)
     xmax = (top * 1.05 if top > 0 else 1.0) if max_radius is None else max_radius
     check(math.isfinite(xmax) and xmax > 0, f"bad max_radius {max_radius!r}")
@@ -789,7 +842,7 @@ def plot_confidence(results: Sequence[ConfidenceResults], out, max_radius: float
     k = 0
     for res in results:
         for j, c in enumerate(res.thresholds):
-            colour = colours[k % len(colours)]
+            colour = _colour(k)
             k += 1
             for radius, style, kind in ((res.cdf[:, j], "-", "CDF"), (res.baseline[:, j], "--", "baseline")):
                 grid = np.union1d(np.linspace(0, xmax, 400), radius[radius <= xmax])
@@ -803,5 +856,11 @@ def plot_confidence(results: Sequence[ConfidenceResults], out, max_radius: float
     for ax in (acc_ax, scatter_ax):
         ax.grid(True, alpha=0.4)
         ax.legend(fontsize=7)
-    _write_atomic(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120), "plot")
-    return os.fspath(out)
+    return fig
+
+
+def plot_confidence(results: Sequence[ConfidenceResults], out, max_radius: float | None = None,
+                    title: str | None = None) -> str:
+    """Draw confidence_figure and write it atomically to `out`, in the format its extension names; return the
+    path."""
+    return _save_figure(lambda: confidence_figure(results, max_radius, title), out)

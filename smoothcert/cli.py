@@ -136,6 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=15, help="timed calls per n (default 15)")
     p.add_argument("--results", help="a fixed-n certify TSV of this model (large n): predict the ACR at the chosen n")
 
+    p = sub.add_parser("plan", help="expected radius against n; ACR and certified accuracy predicted from a run")
+    p.add_argument("--results", help="a certify TSV (one-sided certificate) whose inputs' pA are estimated")
+    p.add_argument("--p-a", type=float, help="instead of --results: one pA, with --sigma (or --noise laplace --lam)")
+    p.add_argument("--noise", choices=("gaussian", "laplace"), help="with --p-a (default gaussian; a run has its own)")
+    p.add_argument("--sigma", type=float, help="with --p-a: the Gaussian noise level")
+    p.add_argument("--lam", type=float, help="with --p-a and --noise laplace: the Laplace noise scale")
+    p.add_argument("--alpha", type=float, help="with --p-a (default 0.001; a run has its own)")
+    p.add_argument("--n", help="comma-separated numbers of estimation samples (default 100,1000,10000,100000)")
+    p.add_argument("--radii", help="with --results: radii of the certified accuracy (comma-separated; default "
+                                   "0,0.25,0.5,0.75,1)")
+    p.add_argument("--keep", type=float,
+                   help="with --results: recommend the smallest n keeping this fraction of the ACR")
+
     p = sub.add_parser("train", help="train a base classifier under noise")
     _common_model_args(p, train=True)
     p.add_argument("--arch", default="digits-cnn", help="built-in architecture (digits-cnn, cifar-resnet20, ...)")
@@ -212,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
-    _plan_parser(sub)
     return parser
 
 
@@ -330,7 +342,7 @@ def cmd_certify(args) -> None:
                                   target_radius=args.target_radius, futility=args.futility,
                                   futility_level=args.futility_level, progress=not args.no_progress,
                                   executor=executor)
-    outs = nested_paths(args.out, ns) if len(ns) > 1 and not adaptive else [args.out]
+    outs = nested_paths(args.out, ns) if len(ns) > 1 else [args.out]
     print(f"{written} rows written to {', '.join(outs)} ({len(indices) - written} were already there)")
 
 
@@ -355,6 +367,9 @@ def cmd_bench_latency(args) -> None:
     alpha = check_alpha(args.alpha)
     check_count("--n0", args.n0)
     run = planning.load_run(args.results) if args.results else None     # a bad file fails before any timing
+    if run is not None:                                                  # its prediction is for the run's noise
+        check(run.noise == noise, f"{args.results} was certified under {run.noise.describe()} but this command "
+                                  f"times {noise.describe()}: give the run's --noise and --sigma/--lam")
     device = resolve_device(args.device)
     data = load_data(args.data, args.split)
     check(0 <= args.index < len(data), f"--index {args.index} is out of range (0..{len(data) - 1})")
@@ -405,13 +420,13 @@ def cmd_train(args) -> None:
 
 
 def cmd_confidence(args) -> None:
+    from .confidence import check_num_thresholds, check_thresholds
     from .run import confidence_dataset
     check_count("--n0", args.n0)
     check_count("--n", args.n)
-    thresholds = _numbers(args.thresholds, "--thresholds")
-    check(thresholds, "--thresholds needs at least one threshold")
+    thresholds = check_thresholds(_numbers(args.thresholds, "--thresholds"), args.measure)   # before any model
     if args.num_thresholds is not None:
-        check_count("--num-thresholds", args.num_thresholds)
+        check_num_thresholds(args.num_thresholds)
     check(_noise(args).name == "gaussian", "certified confidence needs --noise gaussian")
     smoothed, data, indices = _smoothed(args)
     with _executor(args, smoothed, data) as executor:
@@ -434,22 +449,25 @@ def cmd_analyze(args) -> None:
     from . import analysis, efficiency
     check(not (args.radii and args.radii_grid), "give --radii or --radii-grid, not both")
     radii = analysis.radius_grid(*args.radii_grid) if args.radii_grid else (args.radii or analysis.DEFAULT_RADII)
+    check(args.plot or (args.max_radius is None and args.title is None), "--max-radius and --title need --plot PATH")
+    check(args.label is None or len(args.label) == len(args.results),
+          f"--label given {len(args.label or [])} times for {len(args.results)} files: give one per file, in order")
     kinds = [analysis.is_confidence_file(path) for path in args.results]
     if any(kinds):
         check(all(kinds), "give certified-confidence files (smoothcert confidence) on their own, not mixed with "
                           "certify or predict files")
         check(not (args.plot_n or args.plot_samples or args.json), "--plot-n, --plot-samples and --json are for "
                                                                    "certify files")
-        results = [analysis.load_confidence(path, allow_duplicates=args.allow_duplicates) for path in args.results]
+        check(args.ci_radius is None and args.alpha is None, "--ci-radius and --alpha are for certify and predict "
+              "files: a confidence table has no interval, and a confidence file's alpha is its own column")
+        results = analysis.relabel([analysis.load_confidence(path, allow_duplicates=args.allow_duplicates)
+                                    for path in args.results], args.label)
         if args.plot:
             analysis.output_target(args.plot, analysis.PLOT_FORMATS, "plot")
         print(analysis.confidence_table(results, radii, args.format))
         if args.plot:
             print(f"plot written to {analysis.plot_confidence(results, args.plot, args.max_radius, args.title)}")
         return
-    check(args.plot or (args.max_radius is None and args.title is None), "--max-radius and --title need --plot PATH")
-    check(args.label is None or len(args.label) == len(args.results),
-          f"--label given {len(args.label or [])} times for {len(args.results)} files: give one per file, in order")
     results = analysis.relabel([analysis.load_results(path, alpha=args.alpha, allow_duplicates=args.allow_duplicates)
                                 for path in args.results], args.label)
     summaries = [analysis.Summary.of(res, radii, args.ci_radius, args.confidence) for res in results]
@@ -489,20 +507,6 @@ def cmd_demo(args) -> None:
     run_demo(out_dir=args.out_dir, n=args.n, epochs=args.epochs, device=args.device, progress=not args.no_progress)
 
 
-def _plan_parser(sub) -> None:
-    p = sub.add_parser("plan", help="expected radius against n; ACR and certified accuracy predicted from a run")
-    p.add_argument("--results", help="a certify TSV (one-sided certificate) whose inputs' pA are estimated")
-    p.add_argument("--p-a", type=float, help="instead of --results: one pA, with --sigma (or --noise laplace --lam)")
-    p.add_argument("--noise", default="gaussian", choices=("gaussian", "laplace"))
-    p.add_argument("--sigma", type=float)
-    p.add_argument("--lam", type=float)
-    p.add_argument("--alpha", type=float, default=0.001, help="with --p-a (default 0.001; a run has its own)")
-    p.add_argument("--n", help="comma-separated numbers of estimation samples (default 100,1000,10000,100000)")
-    p.add_argument("--radii", default="0,0.25,0.5,0.75,1", help="radii of the certified accuracy (comma-separated)")
-    p.add_argument("--keep", type=float,
-                   help="with --results: recommend the smallest n keeping this fraction of the ACR")
-
-
 def _numbers(text: str, name: str, kind=float) -> list:
     try:
         return [kind(v) for v in text.split(",") if v.strip()]
@@ -511,30 +515,42 @@ def _numbers(text: str, name: str, kind=float) -> list:
 
 
 def cmd_plan(args) -> None:
-    from . import planning
-    ns = _numbers(args.n or "100,1000,10000,100000", "--n", int)
-    radii = _numbers(args.radii, "--radii")
+    from . import analysis, planning
+    from .noises import make_noise
     check((args.results is None) != (args.p_a is None), "give either --results or --p-a")
+    ns = _numbers(args.n or "100,1000,10000,100000", "--n", int)
+    check(ns, f"--n {args.n!r} gives no numbers of samples: give comma-separated n, e.g. 100,1000")
+    for n in ns:
+        check(1 <= n <= planning.MAX_N, f"--n must be integers in [1, {planning.MAX_N}], got {n}")
     if args.p_a is not None:
-        noise = _noise(args)
-        check(0 <= args.p_a <= 1 and all(n >= 1 for n in ns), "--p-a must lie in [0, 1] and --n be >= 1")
-        print(f"pA = {args.p_a:g}, {noise.describe()}, alpha = {check_alpha(args.alpha):g} (one-sided Clopper-Pearson; "
-              f"z = {planning.z_one_sided(args.alpha):.4f}); radius at n = inf: {float(noise.radius(args.p_a)):.4f}")
+        check(args.radii is None and args.keep is None, "--radii and --keep go with --results (a run's inputs)")
+        noise = make_noise(args.noise or "gaussian", sigma=args.sigma, lam=args.lam)
+        alpha = check_alpha(0.001 if args.alpha is None else args.alpha)
+        check(0 <= args.p_a <= 1, f"--p-a must lie in [0, 1], got {args.p_a:g}")
+        print(f"pA = {args.p_a:g}, {noise.describe()}, alpha = {alpha:g} (one-sided Clopper-Pearson; "
+              f"z = {planning.z_one_sided(alpha):.4f}); radius at n = inf: {float(noise.radius(args.p_a)):.4f}")
         print(f"{'n':>8}  {'E[radius]':>9}  {'P(cert)':>7}  {'eq.10':>7}  {'eq.11':>7}  {'E[pA_low]':>9}  "
               f"{'Lem4.2':>7}")
         for n in ns:
-            row = [planning.expected_radius(args.p_a, n, args.alpha, noise),
-                   planning.certified_probability(args.p_a, n, args.alpha, noise)]
+            row = [planning.expected_radius(args.p_a, n, alpha, noise),
+                   planning.certified_probability(args.p_a, n, alpha, noise)]
             if noise.name == "gaussian":
-                row += [planning.radius_approx(args.p_a, n, args.alpha, noise.sigma),
-                        planning.radius_shore(args.p_a, n, args.alpha, noise.sigma)]
+                row += [planning.radius_approx(args.p_a, n, alpha, noise.sigma),
+                        planning.radius_shore(args.p_a, n, alpha, noise.sigma)]
             else:
                 row += [float("nan")] * 2
-            row += [planning.expected_lower_bound(args.p_a, n, args.alpha),
-                    planning.lower_bound_approx(args.p_a, n, args.alpha)]
+            row += [planning.expected_lower_bound(args.p_a, n, alpha),
+                    planning.lower_bound_approx(args.p_a, n, alpha)]
             print(f"{n:>8}  " + "  ".join(f"{float(v):>{w}.4f}" for v, w in zip(row, (9, 7, 7, 7, 9, 7))))
         print("(exact expectations over Bin(n, pA), abstain = 0; eq.10/eq.11/Lem4.2: 003's approximations)")
         return
+    given = [f"--{name}" for name in ("noise", "sigma", "lam", "alpha") if getattr(args, name) is not None]
+    check(not given, f"{', '.join(given)}: for --p-a only; with --results the run's own noise and alpha are used: "
+                     "leave them out")
+    radii = [float(r) for r in analysis._radii(_numbers(args.radii or "0,0.25,0.5,0.75,1", "--radii"), "--radii")]
+    check(radii, f"--radii {args.radii!r} gives no radii: give comma-separated radii, e.g. 0,0.5")
+    if args.keep is not None:
+        planning.check_keep(args.keep)              # before the table is printed
     run = planning.load_run(args.results)
     pred = planning.predict(run, ns, radii)
     print(f"{args.results}: {len(run.p_hat)} inputs at n = {run.n} (measured ACR {run.acr:.4f}), "
@@ -550,8 +566,7 @@ def cmd_plan(args) -> None:
 
 COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "recertify": cmd_recertify,
             "analyze": cmd_analyze, "demo": cmd_demo, "bench-latency": cmd_bench_latency,
-            "confidence": cmd_confidence}
-COMMANDS["plan"] = cmd_plan
+            "confidence": cmd_confidence, "plan": cmd_plan}
 
 
 def tune_allocator() -> bool:

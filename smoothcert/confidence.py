@@ -60,6 +60,29 @@ def measure_range(measure: str) -> tuple[float, float]:
     return MEASURES[measure]
 
 
+def check_thresholds(levels, measure: str = "score") -> list[float]:
+    """The thresholds c as floats, checked: at least one, each strictly inside the measure's range, none repeated
+    (a file names its columns cdf@c and baseline@c with c formatted by :g, so 0.5 and 0.50 are one threshold)."""
+    low, high = measure_range(measure)
+    try:
+        levels = [float(c) for c in levels]
+    except (TypeError, ValueError):
+        raise SmoothcertError(f"thresholds must be numbers, got {levels!r}") from None
+    names = [f"{c:g}" for c in levels]
+    check(levels, "thresholds: give at least one threshold c")
+    check(all(low < c < high for c in levels), f"thresholds must lie strictly inside ({low:g}, {high:g}) for the "
+                                               f"{measure} measure, got {','.join(names)}")
+    check(len(set(names)) == len(names), f"thresholds repeat: {','.join(names)}")
+    return levels
+
+
+def check_num_thresholds(num_thresholds) -> int:
+    """The number of layers of the CDF certificate: an integer >= 1."""
+    check(isinstance(num_thresholds, (int, np.integer)) and not isinstance(num_thresholds, bool)
+          and num_thresholds >= 1, f"num_thresholds must be an integer >= 1, got {num_thresholds!r}")
+    return int(num_thresholds)
+
+
 def _sigma(sigma) -> float:
     check(isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0, f"sigma must be > 0, got {sigma!r}")
     return float(sigma)
@@ -91,9 +114,7 @@ def _rows(values, low: float, high: float) -> list[np.ndarray]:
 
 
 def _gap(m: int, num_thresholds: int) -> int:
-    check(isinstance(num_thresholds, int) and num_thresholds >= 1,
-          f"num_thresholds must be an integer >= 1, got {num_thresholds!r}")
-    return -(-m // num_thresholds)
+    return -(-m // check_num_thresholds(num_thresholds))
 
 
 def layers_from_samples(values, measure: str = "score", num_thresholds: int = NUM_THRESHOLDS) -> Layers:

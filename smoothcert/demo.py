@@ -14,8 +14,6 @@ import numpy as np
 import torch
 
 from .analysis import (
-    average_certified_radius,
-    certified_accuracy,
     load_results,
     plot_certified_accuracy,
     summary_table,
@@ -23,7 +21,6 @@ from .analysis import (
 from .data import load_data
 from .models import build, load_model, save_model
 from .noises import Gaussian, Laplace
-from .results import read_table
 from .run import certify_dataset, nested_paths, recertify, resolve_device
 from .smooth import Smooth
 from .train import accuracy, train
@@ -73,14 +70,16 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
               f"{', '.join(outs)}")
         certify_dataset(Smooth(model, noise, device=device), test_set, everyone, out, n0=n0, n=list(ns), alpha=alpha,
                         batch_size=1000, seed=seed, progress=progress)
-        return outs[-1]
+        return outs                                      # one file per n, the largest n last
 
     models = {s: _model(out_dir, f"sigma{s}", Gaussian(s), train_set, test_set, epochs, seed, device) for s in SIGMAS}
     nested = [m for m in NESTED if m < n] + [n]          # one pass gives the first sigma's run at every n
-    gaussian = [certify(Gaussian(s), models[s], f"sigma{s}", nested if s == SIGMAS[0] else (n,)) for s in SIGMAS]
+    runs = [certify(Gaussian(s), models[s], f"sigma{s}", nested if s == SIGMAS[0] else (n,)) for s in SIGMAS]
+    gaussian = [files[-1] for files in runs]
     laplace_noise = Laplace.matching(SIGMAS[0])
     tag = f"laplace{laplace_noise.lam:.4g}"
-    laplace = certify(laplace_noise, _model(out_dir, tag, laplace_noise, train_set, test_set, epochs, seed, device), tag)
+    laplace, = certify(laplace_noise, _model(out_dir, tag, laplace_noise, train_set, test_set, epochs, seed, device),
+                       tag)
 
     def again(path, name):
         out = path.replace(".tsv", f"_{name}.tsv")
@@ -99,8 +98,8 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
         plot = plot_certified_accuracy(results, os.path.join(out_dir, f"certified_accuracy_{norm}.png"),
                                        title=f"digits: certified accuracy, {norm} radius")
         print(f"plot: {plot}")
-    efficiency = _sample_efficiency(out_dir, models[SIGMAS[0]], test_set, everyone, gaussian[0], nested, n0, n, alpha,
-                                    seed, device, progress)
+    efficiency = _sample_efficiency(out_dir, models[SIGMAS[0]], test_set, everyone, runs[0], n0, n, alpha, seed,
+                                    device, progress)
     scores = _soft_scores(out_dir, models[SIGMAS[0]], test_set, everyone, gaussian[0], n0, n, alpha, seed, device,
                           progress)
     print(f"\nresults: {', '.join(l2 + l1 + efficiency + scores)}\ndone in {time.perf_counter() - t0:.0f}s")
@@ -139,33 +138,39 @@ def _soft_scores(out_dir, model, test_set, everyone, hard, n0, n, alpha, seed, d
     return [soft, hoeffding, conf]
 
 
-def _sample_efficiency(out_dir, model, test_set, everyone, fixed, nested, n0, n, alpha, seed, device, progress):
-    """The digits model at sigma = 0.25: the nested-n table with 003's prediction beside it, and early stopping
-    at a target radius against the fixed-n run."""
-    from . import planning
-    from .analysis import load_results
+def _sample_efficiency(out_dir, model, test_set, everyone, nested, n0, n, alpha, seed, device, progress):
+    """The digits model at sigma = 0.25: the nested-n table (`nested`: its files, the largest n last) with 003's
+    prediction beside it (efficiency.versus_n), and early stopping at a target radius against the fixed-n run
+    (efficiency.speedup)."""
+    from .efficiency import speedup, versus_n
     noise = Gaussian(SIGMAS[0])
-    print(f"\nsample efficiency (sigma={SIGMAS[0]}): the runs at n = {', '.join(map(str, nested))} came from one "
-          "nested pass; predicted = the expected value at each input's pA estimated from the largest-n run")
-    run = planning.load_run(fixed)
-    pred = planning.predict(run, nested, EFFICIENCY_RADII)
-    print(f"{'n':>7}  {'ACR':>6}  {'predicted':>9}  " + "  ".join(f"{f'r={r:g}':>6}  {'pred':>5}" for r in EFFICIENCY_RADII))
-    for j, m in enumerate(nested):
-        res = load_results(fixed.replace(f"_n{n}.tsv", f"_n{m}.tsv"))
-        acc = certified_accuracy(res, EFFICIENCY_RADII)
-        print(f"{m:>7}  {average_certified_radius(res):>6.3f}  {pred.acr[j]:>9.3f}  " + "  ".join(
-            f"{100 * a:>6.1f}  {100 * p:>5.1f}" for a, p in zip(acc, pred.certified_accuracy[j])))
+    runs = [load_results(path) for path in nested]
+    fixed = runs[-1]
+    if len(runs) > 1:
+        v = versus_n(runs, EFFICIENCY_RADII)
+        print(f"\nsample efficiency (sigma={SIGMAS[0]}): the runs at n = {', '.join(map(str, v.ns))} came from one "
+              "nested pass; predicted = the expected value at each input's pA estimated from the largest-n run")
+        print(f"{'n':>7}  {'ACR':>6}  {'predicted':>9}  "
+              + "  ".join(f"{f'r={r:g}':>6}  {'pred':>5}" for r in v.radii))
+        p = v.prediction                                  # None beyond planning.MAX_N: blank columns
+        for j, m in enumerate(v.ns):
+            print(f"{m:>7}  {v.acr[j]:>6.3f}  {'' if p is None else f'{p.acr[j]:.3f}':>9}  " + "  ".join(
+                f"{100 * a:>6.1f}  {'' if p is None else f'{100 * b:.1f}':>5}"
+                for a, b in zip(v.certified_accuracy[j], [None] * len(v.radii) if p is None else
+                                p.certified_accuracy[j])))
+    else:
+        print(f"\nsample efficiency (sigma={SIGMAS[0]}): one n ({n}), so no table against n (give --n above "
+              f"{NESTED[0]})")
     outs = []
-    fixed_res = load_results(fixed)
     for r0 in TARGET_RADII:
         out = os.path.join(out_dir, f"certify_sigma{SIGMAS[0]}_target{r0:g}.tsv")
         certify_dataset(Smooth(model, noise, device=device), test_set, everyone, out, n0=n0, n=n, alpha=alpha,
                         batch_size=1000, seed=seed, n_max=n, target_radius=r0, progress=progress)
         res = load_results(out)
-        samples = np.array([int(row["samples"]) for _, row in read_table(out, ("samples",))])
-        got, ref = (float(certified_accuracy(x, [r0])[0]) for x in (res, fixed_res))
-        print(f"early stopping at r0 = {r0:g} (n_max = {n}): certified accuracy at r0 {100 * got:.1f}% (fixed n = {n}: "
-              f"{100 * ref:.1f}%), {samples.mean():,.0f} estimation samples an input on average (median "
-              f"{np.median(samples):,.0f}): {n / samples.mean():.0f}x fewer -> {out}")
+        s = speedup(res, fixed)
+        print(f"early stopping at r0 = {r0:g} (n_max = {n}): certified accuracy at r0 "
+              f"{100 * s.certified_accuracy[0]:.1f}% (fixed n = {n}: {100 * s.certified_accuracy_fixed[0]:.1f}%), "
+              f"{s.mean_samples:,.0f} estimation samples an input on average (median {np.median(res.samples):,.0f}): "
+              f"{s.speedup_estimation:.0f}x fewer -> {out}")
         outs.append(out)
     return outs

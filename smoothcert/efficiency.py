@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from . import planning
-from .analysis import (DEFAULT_RADII, FORMATS, PLOT_FORMATS, Results, _display_names, _percent, _radii, _render,
-                       _write_atomic, average_certified_radius, certified_accuracy, output_target)
-from .errors import check
+from .analysis import (DEFAULT_RADII, FORMATS, LINE_STYLES, Results, _colour, _display_names, _frozen, _percent,
+                       _radii, _render, _save_figure, average_certified_radius, certified_accuracy)
+from .errors import SmoothcertError, check
 
 __all__ = ["ADAPTIVE", "KEYS", "Efficiency", "SamplesSummary", "Speedup", "VersusN", "fixed_n_sets", "matching_fixed",
            "plot_samples", "plot_versus_n", "report", "samples_figure", "samples_summary", "speedup",
@@ -76,11 +76,6 @@ def _comparable(a: Results, b: Results, what: str) -> None:
     check(_same_inputs(a, b), f"{_where(a)} and {_where(b)} hold different inputs (idx or labels): {what}")
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
 def _float_radii(radii) -> tuple[float, ...]:
     radii = tuple(float(r) for r in np.atleast_1d(_radii(radii)))
     check(radii, "give at least one radius")
@@ -131,12 +126,15 @@ def _set_name(res: Results) -> str:
 
 
 def _run(res: Results) -> planning.Run | None:
-    """planning's per-input pA of a file, or None where planning does not predict its certificate or n."""
-    from .certificates import CERTIFICATES, one_sided
-    spec = CERTIFICATES.get(res.settings["certificate"])
-    if spec is None or spec.fn is not one_sided or _int(res, "n") > planning.MAX_N or not res.path:
+    """planning's per-input pA of a file, or None where planning does not predict it (a certificate other than the
+    one-sided ones, n beyond planning.MAX_N: planning.load_run refuses those). load_results read the file with the
+    reader and row checks load_run uses, so load_run refuses nothing else of a file analyze accepted."""
+    if not res.path:
         return None
-    run = planning.load_run(res.path)
+    try:
+        run = planning.load_run(res.path)
+    except SmoothcertError:
+        return None
     check(len(run.p_hat) == res.n, f"{res.path}: changed while it was read")
     return run
 
@@ -166,7 +164,8 @@ def versus_n(results: Sequence[Results], radii=DEFAULT_RADII) -> VersusN:
     acc = np.array([certified_accuracy(r, radii) for r in results]).reshape(len(ns), len(radii))
     run = _run(results[-1])
     prediction = None if run is None else planning.predict(run, ns, radii)
-    return VersusN(_set_name(results[0]), tuple(results), ns, radii, _frozen(acr), _frozen(acc), prediction, run)
+    return VersusN(_set_name(results[0]), tuple(results), ns, radii, **_frozen(acr=acr, certified_accuracy=acc),
+                   prediction=prediction, run=run)
 
 
 # ---- samples per input ----
@@ -208,8 +207,8 @@ def samples_summary(res: Results) -> SamplesSummary:
     s = res.samples
     edges = _edges(int(s.min()), int(s.max()))
     return SamplesSummary(res.name, res.settings.get("mode", "unknown"), _int(res, "n"), _int(res, "n0"), s,
-                          float(s.mean()), float(np.median(s)), _frozen(edges),
-                          _frozen(np.histogram(s, edges)[0]))
+                          float(s.mean()), float(np.median(s)),
+                          **_frozen(edges=edges, counts=np.histogram(s, edges)[0]))
 
 
 # ---- speed-up against the fixed-n run ----
@@ -420,13 +419,11 @@ def versus_n_figure(sets: Sequence[VersusN], radius: float | None = None, title:
     sets = list(sets)
     check(sets and all(isinstance(v, VersusN) for v in sets), "expected a non-empty list of VersusN (versus_n)")
     r = float(_radii(next((r for r in sets[0].radii if r > 0), 0.0) if radius is None else radius, "radius"))
-    import matplotlib                       # lazy; a bare Figure (no pyplot state) needs no display
-    from matplotlib.figure import Figure
-    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    from matplotlib.figure import Figure    # lazy; a bare Figure (no pyplot state) needs no display
     fig = Figure(figsize=(10, 4), dpi=120, layout="constrained")
     ax_acr, ax_acc = fig.subplots(1, 2)
     for i, v in enumerate(sets):
-        colour = colours[i % len(colours)]
+        colour = _colour(i)
         measured = [float(certified_accuracy(res, r)) for res in v.results]
         for ax, y in ((ax_acr, v.acr), (ax_acc, measured)):
             ax.plot(v.ns, y, "o", color=colour, label=f"{v.name}: measured")
@@ -461,15 +458,12 @@ def samples_figure(summaries: Sequence[SamplesSummary], title: str | None = None
     low = min(int(s.samples.min()) for s in summaries)
     high = max(int(s.samples.max()) for s in summaries) + 1
     bins = np.geomspace(low, high, max(10, math.ceil(10 * math.log10(high / low))) + 1)   # ~10 bins a decade
-    import matplotlib
     from matplotlib.figure import Figure
-    colours = matplotlib.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    styles = ["-", "--", "-.", ":"]
     fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     for i, s in enumerate(summaries):
         ax.hist(s.samples, bins=bins, weights=np.full(len(s.samples), 100 / len(s.samples)), histtype="step",
-                color=colours[i % len(colours)], linestyle=styles[i % len(styles)], linewidth=1.6,
+                color=_colour(i), linestyle=LINE_STYLES[i % len(LINE_STYLES)], linewidth=1.6,
                 label=f"{s.name} (mean {s.mean:.0f})")
     ax.set(xscale="log", xlabel="estimation samples per input", ylabel="inputs (%)", title=title)
     ax.grid(True, which="both", alpha=0.3)
@@ -486,10 +480,7 @@ def plot_versus_n(sets: Sequence[VersusN], out, radius: float | None = None, tit
         radius: the certified accuracy's radius (default: the first positive radius).
         title: the figure's title.
     """
-    target, fmt = output_target(out, PLOT_FORMATS, "plot")
-    fig = versus_n_figure(sets, radius, title)
-    _write_atomic(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120), "plot")
-    return str(out)
+    return _save_figure(lambda: versus_n_figure(sets, radius, title), out)
 
 
 def plot_samples(summaries: Sequence[SamplesSummary], out, title: str | None = None) -> str:
@@ -500,7 +491,4 @@ def plot_samples(summaries: Sequence[SamplesSummary], out, title: str | None = N
         out: the file (checked as analysis.output_target does).
         title: the figure's title.
     """
-    target, fmt = output_target(out, PLOT_FORMATS, "plot")
-    fig = samples_figure(summaries, title)
-    _write_atomic(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120), "plot")
-    return str(out)
+    return _save_figure(lambda: samples_figure(summaries, title), out)

@@ -238,13 +238,6 @@ class Run:
     acr: float            # the ACR measured in the file (mean radius * correct)
 
 
-def _constant(rows, column: str, path: str) -> str:
-    values = {row[column] for row in rows}
-    check(len(values) == 1, f"{path}: column {column!r} varies between rows ({', '.join(sorted(values)[:3])}, ...); "
-                            "split the file by its settings")
-    return values.pop()
-
-
 def load_run(path: str) -> Run:
     """Read a certify results TSV and estimate every input's pA.
 
@@ -254,28 +247,34 @@ def load_run(path: str) -> Run:
     1 - alpha), optimistic for n' > n, so predictions beyond the run's n are extrapolations.
     """
     from .certificates import get, one_sided
-    from .results import CERTIFY_COLUMNS, check_certify_row, read_table
+    from .results import CERTIFY_COLUMNS, check_certify_row, parse_float, read_table
     try:
         table = read_table(path, CERTIFY_COLUMNS)
     except (OSError, UnicodeDecodeError) as e:
         raise SmoothcertError(f"cannot read results file {path}: {e}") from None
     check(table, f"{path}: no result rows")
-    rows = [row for _, row in table]
-    name, scale = _constant(rows, "noise", path), float(_constant(rows, "scale", path))
+    checked = [(line, row, *check_certify_row(path, line, row)) for line, row in table]   # every field, first
+    columns = ("noise", "scale", "alpha", "n", "n0", "certificate", "norm", "mode")
+
+    def settings(row, key):                        # n and n0 are integers: check_certify_row parsed them
+        return (*key, int(row["n"]), int(row["n0"]), row["certificate"], row["norm"], row["mode"])
+
+    first_line, first = checked[0][0], settings(checked[0][1], checked[0][2])
+    for line, row, key, _, _ in checked:
+        for column, value, expected in zip(columns, settings(row, key), first):
+            check(value == expected, f"{path} line {line}: {column} {value} varies between rows ({expected} on line "
+                                     f"{first_line}); split the file by its settings")
+    name, scale, alpha, n, n0, certificate, norm, mode = first
     noise = make_noise(name, **{"sigma" if name == "gaussian" else "lam": scale})
-    certificate, norm = _constant(rows, "certificate", path), _constant(rows, "norm", path)
     check(get(certificate, noise).fn is one_sided, f"{path}: certificate {certificate!r} is not the one-sided "
           "Clopper-Pearson one whose radius planning predicts (cohen, teng-binary, gaussian-l1)")
-    check(_constant(rows, "mode", path) == "fixed", f"{path}: predictions need a fixed-n run (mode fixed)")
-    alpha, n = float(_constant(rows, "alpha", path)), int(_constant(rows, "n", path))
-    n0 = int(_constant(rows, "n0", path))
+    check(mode == "fixed", f"{path}: predictions need a fixed-n run (mode fixed)")
     p_hat, correct, radius = [], [], []
-    for line, row in table:
-        _, sel, est = check_certify_row(path, line, row)
+    for line, row, _, sel, est in checked:
         a = int(sel.argmax())                      # as certificates._top: ties go to the lowest class
         p_hat.append(est[a] / est.sum())
         correct.append(a == int(row["label"]))
-        radius.append(float(row["radius"]) * (row["correct"] == "1"))
+        radius.append(parse_float(row["radius"], f"{path} line {line}", "radius", 0) * (row["correct"] == "1"))
     return Run(np.array(p_hat), np.array(correct), _n(n), n0, check_alpha(alpha), noise, norm, float(np.mean(radius)))
 
 
@@ -305,10 +304,17 @@ def predict(run: Run, ns, radii=(0.0,)) -> Prediction:
     return Prediction(ns, radii, acr, acc.reshape(len(ns), len(radii)))
 
 
+def check_keep(keep) -> float:
+    """The fraction of the ACR that `recommend_n` keeps: a number in (0, 1]."""
+    check(isinstance(keep, (int, float)) and not isinstance(keep, bool) and 0 < keep <= 1,
+          f"keep must lie in (0, 1], got {keep!r}")
+    return float(keep)
+
+
 def recommend_n(run: Run, keep: float = 0.95, grid=None) -> int:
     """The smallest n on `grid` (default: default_grid(run.n)) whose predicted ACR is >= keep * the predicted ACR
     at the run's n (both predicted, so the plug-in's bias cancels to first order)."""
-    check(isinstance(keep, (int, float)) and 0 < keep <= 1, f"keep must lie in (0, 1], got {keep!r}")
+    keep = check_keep(keep)
     grid = sorted(default_grid(run.n) if grid is None else {_n(n) for n in grid})
     target = keep * predict(run, [run.n]).acr[0]
     acr = predict(run, grid).acr

@@ -1,18 +1,19 @@
 """Results files: tab-separated, Cohen et al.'s columns first, then the settings and the raw statistics.
 
 Rows are appended and flushed one at a time. Running the same command again resumes: a half-written last
-line (an interrupted write) is cut off, rows already there are kept and skipped, and rows made with other
-settings, data or model are refused rather than mixed in. The file is created only when its first row is
+line (an interrupted write) is cut off, rows already there are checked (every field, as recertify checks
+them), kept and skipped, and rows made with other settings, data or model, or corrupted, are refused (naming
+the line) rather than mixed in. The file is created only when its first row is
 ready, so a run that fails its checks leaves no file behind. A run holds an exclusive lock on its results file
 for its whole life, so two runs can never write one file.
 """
 from __future__ import annotations
 
-import csv
 import datetime
 import os
 import socket
 import sys
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -135,18 +136,6 @@ def format_float(value: float) -> str:
     return repr(float(value))
 
 
-def read_rows(path: str) -> list[dict[str, str]]:
-    """All complete rows of a results file as dicts (a half-written last line is ignored)."""
-    with open(path, newline="") as f:
-        text = f.read()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    lines = text.splitlines()
-    if not lines:
-        return []
-    return list(csv.DictReader(lines, delimiter="\t"))
-
-
 class ResultsWriter:
     """Append rows to a results file, resuming an earlier run of the same settings.
 
@@ -186,18 +175,20 @@ class ResultsWriter:
             kind = "results file made by another command or another smoothcert version" if "idx" in header \
                 else "file that is not a smoothcert results file"
             raise SmoothcertError(f"{self.path} exists and is a {kind} (its header differs); choose another --out")
-        for line, row in enumerate(read_rows(self.path), start=2):
+        for line, row in read_table(self.path, self.columns, resuming=True):
             for key, value in self.settings.items():
                 if row.get(key) != value:
                     raise SmoothcertError(
                         f"{self.path} line {line} was made with {key}={row.get(key)} but this run has {key}={value}; "
                         "choose another --out to keep both")
-            idx = int(row["idx"])
-            if idx in labels and int(row["label"]) != labels[idx]:
-                raise SmoothcertError(f"{self.path} line {line}: label {row['label']} of input {idx} differs from the "
-                                      "data's; it was made on other data; choose another --out")
+            where = f"{self.path} line {line}"
+            idx, label = parse_int(row["idx"], where, "idx"), parse_int(row["label"], where, "label")
+            check_row(self.path, line, row, self.columns)     # a corrupted row is refused, not kept and resumed
+            if idx in labels and label != labels[idx]:
+                raise SmoothcertError(f"{where}: label {label} of input {idx} differs from the data's; it was made "
+                                      "on other data; choose another --out")
             if idx in self.done:
-                raise SmoothcertError(f"{self.path} line {line}: input {idx} appears twice")
+                raise SmoothcertError(f"{where}: input {idx} appears twice")
             self.done.add(idx)
 
     def write(self, row: Mapping[str, object]) -> None:
@@ -246,14 +237,17 @@ def write_all(path: str, columns: tuple[str, ...], rows: Iterable[Mapping[str, o
             os.unlink(tmp)
 
 
-def read_table(path: str, columns: Iterable[str]) -> list[tuple[int, dict[str, str]]]:
-    """Every row of a results file with its line number, for reading a finished file (recertify): unlike a
-    resumed run, a cut-off last line, a row with missing fields or a missing column is refused, naming the line."""
+def read_table(path: str, columns: Iterable[str], *, resuming: bool = False) -> list[tuple[int, dict[str, str]]]:
+    """Every row of a results file with its line number. For reading a finished file (recertify) a cut-off last
+    line is refused, naming the line; `resuming` a run, it is left out (an interrupted write, cut off and
+    recomputed when the run writes again). A row with missing or extra fields, or a missing column, is refused."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError:
         raise SmoothcertError(f"{path} holds binary data, not a results file") from None
+    if resuming and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
     lines = text.split("\n")
     check(lines[0].strip() != "", f"{path} is empty (no header line)")
     header = lines[0].split("\t")
@@ -292,12 +286,9 @@ def parse_counts(text: str, num_classes: int, total: int, where: str, what: str)
     return counts
 
 
-def check_certify_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarray, np.ndarray]:
-    """((noise, scale, alpha), selection counts, estimation counts) of one certify row, every field checked:
-    counts summing to n0 and to the row's samples (= n for a fixed-n row, <= n for an adaptive one)."""
+def _check_settings(where: str, row: dict) -> tuple[str, float, float]:
+    """(noise, scale, alpha) of a row: a known noise, a finite scale > 0, alpha in (0, 1)."""
     from .noises import NOISES
-    where = f"{path} line {line}"
-    parse_int(row["idx"], where, "idx")
     check(row["noise"] in NOISES, f"{where}: unknown noise {row['noise']!r} (known: {', '.join(NOISES)})")
     try:
         scale, alpha = float(row["scale"]), float(row["alpha"])
@@ -305,6 +296,26 @@ def check_certify_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarra
         raise SmoothcertError(f"{where}: scale and alpha must be numbers, got {row['scale']!r}, {row['alpha']!r}") from None
     check(np.isfinite(scale) and scale > 0, f"{where}: scale must be a finite number > 0, got {row['scale']!r}")
     check(0 < alpha < 1, f"{where}: alpha must lie in (0, 1), got {row['alpha']!r}")
+    return row["noise"], scale, alpha
+
+
+def parse_float(text: str, where: str, what: str, low: float = -np.inf, high: float = np.inf) -> float:
+    """A finite number cell in [low, high], or a SmoothcertError naming where it is."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise SmoothcertError(f"{where}: {what} must be a number, got {text!r}") from None
+    check(np.isfinite(value) and low <= value <= high, f"{where}: {what} must be a finite number in [{low:g}, {high:g}], "
+                                                       f"got {text!r}")
+    return value
+
+
+def check_certify_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """((noise, scale, alpha), selection counts, estimation counts) of one certify row, every field checked:
+    counts summing to n0 and to the row's samples (= n for a fixed-n row, <= n for an adaptive one)."""
+    where = f"{path} line {line}"
+    parse_int(row["idx"], where, "idx")
+    key = _check_settings(where, row)
     k = parse_int(row["num_classes"], where, "num_classes", 1, MAX_CLASSES)
     parse_int(row["label"], where, "label", 0, k - 1)
     mode = row["mode"]
@@ -314,4 +325,76 @@ def check_certify_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarra
     check(mode != "fixed" or samples == n, f"{where}: samples {samples} differs from n {n} in a fixed-n row")
     c0 = parse_counts(row["counts_selection"], k, n0, where, "counts_selection")
     c1 = parse_counts(row["counts"], k, samples, where, "counts")
-    return (row["noise"], scale, alpha), c0, c1
+    return key, c0, c1
+
+
+def check_soft_row(path: str, line: int, row: dict) -> tuple[tuple, tuple, tuple]:
+    """A soft certify row: (key, (selection counts, selection score sums), (counts, score sums, sums of squares,
+    samples)), the certify fields checked by `check_certify_row` and the scores of every class finite."""
+    key, c0, c1 = check_certify_row(path, line, row)
+    where = f"{path} line {line}"
+    s0, = parse_scores(row["scores_selection"], len(c1), 1, where, "scores_selection")
+    s1, q1 = parse_scores(row["scores"], len(c1), 2, where, "scores")
+    return key, (c0, s0), (c1, s1, q1, int(row["samples"]))
+
+
+def check_predict_row(path: str, line: int, row: dict) -> np.ndarray:
+    """The class counts of one predict row, every field checked: counts summing to n, a p-value in [0, 1]."""
+    where = f"{path} line {line}"
+    parse_int(row["idx"], where, "idx")
+    _check_settings(where, row)
+    k = parse_int(row["num_classes"], where, "num_classes", 1, MAX_CLASSES)
+    parse_int(row["label"], where, "label", 0, k - 1)
+    parse_float(row["pvalue"], where, "pvalue", 0, 1)
+    return parse_counts(row["counts"], k, parse_int(row["n"], where, "n", 1), where, "counts")
+
+
+@dataclass(frozen=True)
+class ConfidenceRow:
+    """What `check_confidence_row` read from one certified-confidence row."""
+    measure: str
+    scale: float
+    alpha: float
+    n: int
+    num_thresholds: int
+    histogram: np.ndarray    # (bins,) counts summing to n
+    measure_sum: float
+
+
+def check_confidence_row(path: str, line: int, row: dict) -> ConfidenceRow:
+    """One certified-confidence row, every field checked: a known measure, the histogram summing to n, the
+    measure's sum possible for n samples, selection counts summing to n0, radii finite and >= 0."""
+    from .confidence import MEASURES
+    where = f"{path} line {line}"
+    parse_int(row["idx"], where, "idx")
+    _, scale, alpha = _check_settings(where, row)
+    k = parse_int(row["num_classes"], where, "num_classes", 1, MAX_CLASSES)
+    parse_int(row["label"], where, "label", 0, k - 1)
+    measure = row["measure"]
+    check(measure in MEASURES, f"{where}: unknown measure {measure!r} (known: {', '.join(MEASURES)})")
+    low, high = MEASURES[measure]
+    n0, n = parse_int(row["n0"], where, "n0", 0), parse_int(row["n"], where, "n", 1)
+    num_thresholds = parse_int(row["num_thresholds"], where, "num_thresholds", 1)
+    bins = parse_int(row["bins"], where, "bins", 1, 1 << 24)
+    hist = parse_counts(row["histogram"], bins, n, where, "histogram")
+    total = parse_float(row["measure_sum"], where, "measure_sum")
+    check(low * n - 1e-6 <= total <= high * n + 1e-6, f"{where}: measure_sum {total} is impossible for {n} samples")
+    parse_counts(row["counts_selection"], k, n0, where, "counts_selection")
+    parse_scores(row["scores_selection"], k, 1, where, "scores_selection")
+    for column in row:
+        if column.startswith(("cdf@", "baseline@")):
+            parse_float(row[column], where, column, 0)
+    return ConfidenceRow(measure, scale, alpha, n, num_thresholds, hist, total)
+
+
+def check_row(path: str, line: int, row: dict, columns: tuple[str, ...]) -> None:
+    """Check one row of a results file with this header (certify, soft certify, predict or confidence), naming
+    the file and line of the first bad field."""
+    if columns == CERTIFY_COLUMNS:
+        check_certify_row(path, line, row)
+    elif columns == SOFT_COLUMNS:
+        check_soft_row(path, line, row)
+    elif columns == PREDICT_COLUMNS:
+        check_predict_row(path, line, row)
+    elif columns[:len(CONFIDENCE_FIRST)] == CONFIDENCE_FIRST and columns[-len(CONFIDENCE_LAST):] == CONFIDENCE_LAST:
+        check_confidence_row(path, line, row)

@@ -22,14 +22,14 @@ from .results import (
     SOFT_COLUMNS,
     confidence_columns,
     encode_scores,
-    parse_counts,
     parse_int,
-    parse_scores,
     PREDICT_COLUMNS,
     FileLock,
     ResultsWriter,
     check_certify_row,
+    check_confidence_row,
     check_output_path,
+    check_soft_row,
     encode_counts,
     format_float,
     format_time,
@@ -208,15 +208,10 @@ def _recertify_rows(path, certificate, norm, soft: bool):
     _unique(path, table)
     groups: dict[tuple, list[tuple]] = {}
     for line, row in table:
-        key, c0, c1 = check_certify_row(path, line, row)
+        key, c0, c1 = (check_soft_row if soft else check_certify_row)(path, line, row)
         check(not row["mode"].startswith("target"), f"{path} line {line}: a row certified with early stopping "
               f"(mode {row['mode']}) cannot be re-certified: its samples were drawn until a data-dependent "
               "stop, where a fixed-n bound does not hold")
-        if soft:
-            k, where = len(c1), f"{path} line {line}"
-            s0, = parse_scores(row["scores_selection"], k, 1, where, "scores_selection")
-            s1, q1 = parse_scores(row["scores"], k, 2, where, "scores")
-            c0, c1 = (c0, s0), (c1, s1, q1, int(row["samples"]))
         groups.setdefault(key, []).append((row, c0, c1))
     for (noise_name, scale, alpha), members in groups.items():
         noise = NOISES[noise_name](scale)
@@ -243,27 +238,29 @@ def _recertify_rows(path, certificate, norm, soft: bool):
 
 def _reconfidence(path, thresholds, num_thresholds):
     from . import confidence as conf
+    if num_thresholds is not None:                 # the command's own arguments before the file's rows
+        conf.check_num_thresholds(num_thresholds)
     table = read_table(path, CONFIDENCE_FIRST + CONFIDENCE_LAST)
     check(len(table) > 0, f"{path} has no rows to re-certify")
     _unique(path, table)
-    first = table[0][1]
-    old = [float(h[4:]) for h in first if h.startswith("cdf@")]
-    levels = list(old) if thresholds is None else [float(c) for c in thresholds]
+    checked = [(line, row, check_confidence_row(path, line, row)) for line, row in table]
+    if thresholds is None:                         # the file's own thresholds, from its header
+        try:
+            levels = conf.check_thresholds([h[4:] for h in table[0][1] if h.startswith("cdf@")],
+                                           checked[0][2].measure)
+        except SmoothcertError as e:
+            raise SmoothcertError(f"{path} line 1: {e}") from None
+    else:
+        levels = conf.check_thresholds(thresholds, checked[0][2].measure)
     rows = []
-    for line, row in table:
-        where = f"{path} line {line}"
-        measure, n = row["measure"], parse_int(row["n"], where, "n", 1)
-        low, high = conf.measure_range(measure)
-        check(all(low < c < high for c in levels), f"thresholds must lie in ({low:g}, {high:g}) for {measure}")
-        bins = parse_int(row["bins"], where, "bins", 1, 1 << 24)
-        hist = parse_counts(row["histogram"], bins, n, where, "histogram")
-        total = float(row["measure_sum"])
-        check(low * n - 1e-6 <= total <= high * n + 1e-6, f"{where}: measure_sum {total} is impossible for {n} samples")
-        k = parse_int(num_thresholds if num_thresholds is not None else row["num_thresholds"], where,
-                      "num_thresholds", 1)
-        sigma, alpha = float(row["scale"]), float(row["alpha"])
-        cdf = conf.cdf_radius(conf.layers_from_histogram(hist[None], measure, k), np.array(levels), sigma, alpha)[0]
-        base = conf.baseline_radius(np.array([total]), n, np.array(levels), sigma, alpha, measure)[0]
+    for line, row, c in checked:
+        check(c.measure == checked[0][2].measure, f"{path} line {line}: measure {c.measure} differs from line "
+              f"{checked[0][0]}'s {checked[0][2].measure}; one measure per file")
+        k = c.num_thresholds if num_thresholds is None else num_thresholds
+        cdf = conf.cdf_radius(conf.layers_from_histogram(c.histogram[None], c.measure, k), np.array(levels),
+                              c.scale, c.alpha)[0]
+        base = conf.baseline_radius(np.array([c.measure_sum]), c.n, np.array(levels), c.scale, c.alpha,
+                                    c.measure)[0]
         row = {key: value for key, value in row.items() if "@" not in key}
         row.update(num_thresholds=str(k), **_confidence_cells(levels, cdf, base))
         rows.append(row)
@@ -285,13 +282,9 @@ def confidence_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n:
     and baseline radii (columns cdf@c, baseline@c), then the settings and the stored statistic (a histogram of
     the measure on fixed bins and its exact sum), from which `recertify` recomputes other thresholds."""
     from . import confidence as conf
-    levels = [float(c) for c in thresholds]
-    low, high = conf.measure_range(measure)
-    check(levels and all(low < c < high for c in levels),
-          f"thresholds must lie strictly inside ({low:g}, {high:g}) for the {measure} measure, got {thresholds!r}")
-    check(len(set(f"{c:g}" for c in levels)) == len(levels), f"thresholds repeat: {thresholds!r}")
+    levels = conf.check_thresholds(thresholds, measure)
     check(smoothed.noise.name == "gaussian", "certified confidence (001) is for Gaussian noise")
-    k = conf.NUM_THRESHOLDS if num_thresholds is None else num_thresholds
+    k = conf.NUM_THRESHOLDS if num_thresholds is None else conf.check_num_thresholds(num_thresholds)
     settings = {"measure": measure, "alpha": format_float(alpha), "n0": str(n0), "n": str(n), "seed": str(seed),
                 "num_thresholds": str(k), "bins": str(conf.BINS)}
     job = Job("confidence", (n0, n, alpha, levels, batch_size),

@@ -713,3 +713,99 @@ def test_interval_sound():
     p = plan(0.1)
     assert_sound(interval_failures(p.reps, 400, 0.5, 0.05, 0.9, correct_for_alpha=True), p)
     assert_caught(interval_failures(p.reps, 400, 0.5, 0.05, 0.9, correct_for_alpha=False, seed=1), p)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One run per file: rows made with other settings are refused, naming the first line that differs
+
+@pytest.mark.parametrize("column, value", [("noise", "laplace"), ("scale", "0.5"), ("certificate", "teng"),
+                                           ("norm", "l1"), ("alpha", "0.01"), ("n0", "50"), ("n", "100")])
+def test_rows_of_different_settings_in_one_file_are_refused(tmp_path, capsys, column, value):
+    lines = write_smoothcert(tmp_path / "ok.tsv").read_text().splitlines()
+    i = (COHEN_HEADER + EXTRA_HEADER).index(column)
+    cells = lines[4].split("\t")
+    cells[i] = value
+    path = tmp_path / "mixed.tsv"
+    path.write_text("\n".join(lines[:4] + ["\t".join(cells)] + lines[5:]) + "\n")
+    with pytest.raises(SmoothcertError, match=rf"mixed.tsv, line 5: {column} is '{value}' but .* on line 2: rows of "
+                                              rf"different {column}s in one file"):
+        load_results(path)
+    assert_one_line_error(*cli(capsys, path)[::2], "mixed.tsv, line 5", f"different {column}s")
+
+
+def test_predict_rows_of_different_n_are_refused(tmp_path):
+    path = write_predict(tmp_path / "p.tsv", [(1, 1), (2, 2)])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + [lines[2].replace("\t1000\t", "\t100\t")]) + "\n")
+    with pytest.raises(SmoothcertError, match="p.tsv, line 3: n is '100' but '1000' on line 2"):
+        load_results(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Certified-confidence files: the header's own column names, every cell checked with its line
+
+def write_confidence(path, cdf=("cdf@0.5", "cdf@0.8"), baseline=("baseline@0.5", "baseline@0.8"),
+                     alpha=("0.001", "0.001"), scale=("0.25", "0.25")):
+    from smoothcert.results import CONFIDENCE_FIRST, CONFIDENCE_LAST
+    header = list(CONFIDENCE_FIRST) + [h for pair in zip(cdf, baseline) for h in pair] + list(CONFIDENCE_LAST)
+    lines = ["\t".join(header)]
+    for i, (a, s) in enumerate(zip(alpha, scale)):
+        radii = [str(0.3 - 0.1 * j - 0.01 * k) for j in range(len(cdf)) for k in range(2)]
+        lines.append("\t".join([str(i), "1", "1", "1"] + radii + [
+            "0:00:01", "gaussian", s, "score", a, "50", "500", "0", "m", "10000", "10", "4096", "1:50",
+            ",".join(f"{k}:{50.0 if k == 1 else 0.0}" for k in range(10)), "3686:500", "450"]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_confidence_file_keeps_its_header_text(tmp_path):
+    from smoothcert.analysis import load_confidence
+    res = load_confidence(write_confidence(tmp_path / "c.tsv", ("cdf@0.50", "cdf@0.8"), ("baseline@0.50",
+                                                                                          "baseline@0.8")))
+    assert res.thresholds == (0.5, 0.8) and res.alpha == 0.001 and res.name == "score σ=0.25"
+    np.testing.assert_allclose(res.cdf[0], [0.3, 0.2])
+    np.testing.assert_allclose(res.baseline[0], [0.29, 0.19])
+    np.testing.assert_allclose(res.mean_measure, [0.9, 0.9])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"cdf": ("cdf@0.50", "cdf@0.8")}, "line 1: column cdf@0.50 has no baseline@0.50"),
+    ({"baseline": ("baseline@0.5", "baseline@0.9")}, "line 1: column cdf@0.8 has no baseline@0.8"),
+    ({"cdf": ("cdf@0.5", "cdf@abc"), "baseline": ("baseline@0.5", "baseline@abc")},
+     "line 1: column 'cdf@abc' is not a number: 'abc'"),
+    ({"cdf": ("cdf@0.5", "cdf@1.5"), "baseline": ("baseline@0.5", "baseline@1.5")}, "line 1: thresholds must lie strictly inside (0, 1)"),
+    ({"cdf": ("cdf@0.5", "cdf@0.50"), "baseline": ("baseline@0.5", "baseline@0.50")}, "line 1: thresholds repeat"),
+    ({"alpha": ("x", "x")}, "line 2: scale and alpha must be numbers, got '0.25', 'x'"),
+    ({"alpha": ("5", "5")}, "line 2: alpha must lie in (0, 1)"),
+    ({"alpha": ("0.001", "0.01")}, "line 3: alpha is '0.01' but '0.001' on line 2"),
+    ({"scale": ("x", "x")}, "line 2: scale and alpha must be numbers, got 'x'"),
+    ({"scale": ("0.25", "0.5")}, "line 3: scale is '0.5' but '0.25' on line 2: rows of different scales"),
+])
+def test_bad_confidence_files_give_one_line_naming_the_line(tmp_path, capsys, change, message):
+    from smoothcert.analysis import load_confidence
+    path = write_confidence(tmp_path / "c.tsv", **change)
+    with pytest.raises(SmoothcertError) as info:
+        load_confidence(path)
+    assert str(info.value).startswith(str(path)) and message in str(info.value)
+    assert_one_line_error(*cli(capsys, path)[::2], message)
+
+
+def test_confidence_plot_checks_its_path_before_drawing(tmp_path, monkeypatch):
+    from smoothcert import analysis
+    res = analysis.load_confidence(write_confidence(tmp_path / "c.tsv"))
+    monkeypatch.setattr(analysis, "confidence_figure", lambda *a: pytest.fail("drew before checking the path"))
+    with pytest.raises(SmoothcertError, match="unknown plot format 'gif'"):
+        analysis.plot_confidence([res], tmp_path / "c.gif")
+    monkeypatch.undo()
+    assert analysis.plot_confidence([res], tmp_path / "c.svg", title="t") == str(tmp_path / "c.svg")
+    assert (tmp_path / "c.svg").read_bytes().startswith(b"<?xml")
+
+
+def test_analyze_of_confidence_files_takes_labels_and_refuses_what_it_would_ignore(tmp_path, capsys):
+    path = write_confidence(tmp_path / "c.tsv")
+    code, out, _ = cli(capsys, path, "--label", "my run")
+    assert code == 0 and "my run" in out
+    for extra, message in ((["--ci-radius", "0.1"], "--ci-radius and --alpha"), (["--alpha", "0.01"], "--ci-radius"),
+                           (["--title", "t"], "need --plot"), (["--max-radius", "1"], "need --plot"),
+                           (["--label", "a", "--label", "b"], "--label given 2 times for 1 files")):
+        assert_one_line_error(*cli(capsys, path, *extra)[::2], message)

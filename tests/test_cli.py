@@ -111,6 +111,7 @@ def test_demo_runs_end_to_end_and_learns(tmp_path, capsys):
     outputs = run_demo(out_dir=str(tmp_path), n=200, epochs=15, progress=False)
     text = capsys.readouterr().out
     assert "ACR" in text and os.path.exists(tmp_path / "certified_accuracy_l2.png")
+    assert "the runs at n = 100, 200 came from one nested pass" in text and "early stopping at r0 = 0.25" in text
     assert os.path.exists(tmp_path / "certified_accuracy_l1.png")
     certified = [p for p in outputs if not os.path.basename(p).startswith("confidence")]   # no certificate column
     assert len(certified) == len(outputs) - 1
@@ -325,3 +326,62 @@ def test_a_program_exported_with_a_fixed_batch_runs_on_any_batch(tmp_path):
     x = torch.rand(10, 1, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def _one_line(capsys, code):
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and err.startswith("smoothcert "), err
+    return err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--thresholds", ","], "at least one threshold"),
+    (["--thresholds", "0.5,0.5"], "thresholds repeat: 0.5,0.5"),
+    (["--thresholds", "0.5,1.5"], "thresholds must lie strictly inside (0, 1)"),
+    (["--num-thresholds", "0"], "num_thresholds must be an integer >= 1, got 0"),
+])
+def test_recertify_checks_thresholds_as_confidence_does(tmp_path, model_pt2, npz_data, capsys, args, message):
+    """recertify used to fail in numpy (','), write duplicate cdf@0.5 columns (0.5,0.5) or blame line 2 (0)."""
+    conf = tmp_path / "c.tsv"
+    assert main(["confidence", *certify_args(model_pt2, npz_data, conf, "--max", "3")[1:]]) == 0
+    capsys.readouterr()
+    for command in (["recertify", str(conf), "--out", str(tmp_path / "new.tsv")],
+                    ["confidence", *certify_args(model_pt2, npz_data, tmp_path / "other.tsv")[1:]]):
+        err = _one_line(capsys, main(command + args))
+        assert message in err and "line" not in err
+    assert not (tmp_path / "new.tsv").exists() and not (tmp_path / "other.tsv").exists()
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("measure_sum", "x", "line 3: measure_sum must be a number, got 'x'"),
+    ("scale", "x", "line 3: scale and alpha must be numbers"),
+    ("measure", "probability", "line 3: unknown measure 'probability'"),
+])
+def test_recertify_names_the_line_of_a_bad_confidence_row(tmp_path, model_pt2, npz_data, capsys, column, value,
+                                                          message):
+    conf = tmp_path / "c.tsv"
+    assert main(["confidence", *certify_args(model_pt2, npz_data, conf, "--max", "3")[1:]]) == 0
+    lines = conf.read_text().split("\n")
+    header, cells = lines[0].split("\t"), lines[2].split("\t")
+    cells[header.index(column)] = value
+    lines[2] = "\t".join(cells)
+    conf.write_text("\n".join(lines))
+    capsys.readouterr()
+    err = _one_line(capsys, main(["recertify", str(conf), "--out", str(tmp_path / "new.tsv")]))
+    assert f"{conf} {message}" in err and not (tmp_path / "new.tsv").exists()
+
+
+def test_bench_latency_refuses_a_run_of_other_noise(tmp_path, model_pt2, npz_data, capsys):
+    """--results used to predict the ACR of a sigma = 0.25 run at an n timed under sigma = 0.5."""
+    run = tmp_path / "r.tsv"
+    assert main(certify_args(model_pt2, npz_data, run, "--max", "2")) == 0
+    capsys.readouterr()
+    err = _one_line(capsys, main(["bench-latency", "--model", str(model_pt2), "--data", f"npz:{npz_data}",
+                                  "--sigma", "0.5", "--results", str(run), "--budget-ms", "1", "--repeats", "1"]))
+    assert "certified under gaussian(sigma=0.25) but this command times gaussian(sigma=0.5)" in err
+
+
+def test_every_command_is_registered_once():
+    from smoothcert.cli import COMMANDS, build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)

@@ -2,6 +2,7 @@
 against independent loops in 40-digit arithmetic, soundness on a classifier whose smoothed expected score is
 known in closed form, and negative controls."""
 import math
+import re
 
 import mpmath
 import numpy as np
@@ -335,3 +336,33 @@ def test_confidence_negative_control_point_estimate_baseline_is_caught():
     k, sigma, t, m, c = (20.0, 0.25, 0.2, 300, 0.6)
     radius, true, p = _radii((k, sigma, t, m, c), "score", seed=4, control=control)
     assert_caught(int(np.sum(radius > true)), p)
+
+
+# -- the thresholds of a run or a re-certification: one check for both ------------------------------------------
+
+def test_check_thresholds_accepts_levels_inside_the_measures_range():
+    assert cf.check_thresholds(["0.5", 0.8]) == [0.5, 0.8]
+    assert cf.check_thresholds([-0.5, 0.0, 0.5], "margin") == [-0.5, 0.0, 0.5]
+    assert cf.check_num_thresholds(3) == 3 and cf.check_num_thresholds(np.int64(2)) == 2
+
+
+@pytest.mark.parametrize("levels,measure,message", [
+    ([], "score", "at least one threshold"),
+    ([0.5, 0.5], "score", "thresholds repeat: 0.5,0.5"),
+    ([0.5, 0.50000001], "score", "thresholds repeat"),            # one column name, cdf@0.5, for both
+    ([0.0], "score", "strictly inside (0, 1)"),
+    ([float("nan")], "score", "strictly inside (0, 1)"),
+    ([-0.5], "score", "strictly inside (0, 1) for the score measure"),
+    ([1.0], "margin", "strictly inside (-1, 1) for the margin measure"),
+    (["x"], "score", "thresholds must be numbers"),
+    ([0.5], "probability", "unknown measure"),
+])
+def test_check_thresholds_refuses(levels, measure, message):
+    with pytest.raises(SmoothcertError, match=re.escape(message)):
+        cf.check_thresholds(levels, measure)
+
+
+@pytest.mark.parametrize("value", [0, -3, 1.5, True, "2", None])
+def test_check_num_thresholds_refuses(value):
+    with pytest.raises(SmoothcertError, match="num_thresholds must be an integer >= 1"):
+        cf.check_num_thresholds(value)

@@ -272,3 +272,43 @@ def test_bad_plot_requests_give_one_line_and_write_nothing(runs, tmp_path, monke
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_of_two_runs_in_one_file_are_refused(runs, tmp_path, capsys):
+    """The rows of the n = 100 and n = 300 files, renumbered into one file, are not one curve."""
+    table = rows(runs.fixed[0]) + rows(runs.fixed[1])
+    for i, row in enumerate(table):
+        row["idx"] = str(i)
+    mixed = tmp_path / "mixed.tsv"
+    mixed.write_text("\n".join(["\t".join(table[0])] + ["\t".join(row.values()) for row in table]) + "\n")
+    with pytest.raises(SmoothcertError, match="mixed.tsv, line 32: n is '300' but '100' on line 2: rows of different "
+                                              "ns in one file"):
+        load_results(mixed)
+    assert main(["analyze", str(mixed)]) == 2
+    err = capsys.readouterr().err
+    assert "line 32" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("which, samples, message", [("tgt", "99999999", "samples must lie in 1..1000"),
+                                                     ("inn", "1001", "samples must lie in 1..1000"),
+                                                     ("fixed", "999", "samples 999 differs from n 1000")])
+def test_samples_beyond_n_are_refused(runs, tmp_path, capsys, which, samples, message):
+    src = {"tgt": runs.tgt, "inn": runs.inn, "fixed": runs.fixed[-1]}[which]
+    bad = edited(src, tmp_path / "bad.tsv", setting("samples", samples))
+    with pytest.raises(SmoothcertError, match="bad.tsv line 2: " + message):
+        load_results(bad)
+    assert main(["analyze", str(bad), str(runs.fixed[-1])]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_file_is_read_alike_alone_and_with_its_set(runs, tmp_path, capsys):
+    """analyze reads smoothcert's certify files as planning does: a trailing blank line is refused (one line,
+    naming it) whether the file is given alone or as the largest n of a set, never accepted in one and not the
+    other."""
+    blank = tmp_path / "r_n1000.tsv"
+    blank.write_text(runs.fixed[-1].read_text() + "\n")
+    for files in ([blank], [runs.fixed[0], blank]):
+        assert main(["analyze", *map(str, files)]) == 2
+        err = capsys.readouterr().err
+        assert f"{blank} line 32" in err and err.count("\n") == 1

@@ -145,7 +145,7 @@ def test_other_errors_are_not_mistaken_for_out_of_memory():
                 raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
             return super().forward(x)
 
-    with pytest.raises(RuntimeError, match="shapes"):
+    with pytest.raises(SmoothcertError, match="model raised RuntimeError on noisy samples: mat1 and mat2 shapes"):
         Smooth(Broken(), Gaussian(1.0)).certify(torch.tensor([0.2]), 10, 100, 0.01, 50)
 
 

@@ -342,6 +342,65 @@ def test_recertify_refuses_a_cut_off_last_row(certified, tmp_path, capsys):
     assert "line 5" in line and "cut off" in line
 
 
+def _run_args(kind, model, data, out):
+    """The command line of a small run of each kind of results file (certify, soft, predict, confidence)."""
+    if kind == "predict":
+        return ["predict", "--model", str(model), "--data", f"npz:{data}", "--sigma", "0.25", "--n", "300",
+                "--alpha", "0.01", "--batch", "128", "--seed", "0", "--out", str(out), "--no-progress"]
+    extra = {"certify": [], "soft": ["--certificate", "soft-bernstein"], "confidence": ["--thresholds", "0.4,0.6"]}
+    args = certify_args(model, data, out, *extra[kind])
+    return ["confidence", *args[1:]] if kind == "confidence" else args
+
+
+@pytest.mark.parametrize("kind,changes,message", [
+    ("certify", {"counts": "garbage"}, "counts must be class:count pairs, got 'garbage'"),
+    ("certify", {"counts": "1:299"}, "counts sum to 299, not to the row's 300"),
+    ("certify", {"idx": "abc"}, "idx must be an integer, got 'abc'"),
+    ("certify", {"label": "abc"}, "label must be an integer, got 'abc'"),
+    ("certify", {"label": "7"}, "label must lie in 0..2"),
+    ("soft", {"scores": "garbage"}, "scores must be class:value:value items"),
+    ("soft", {"idx": "abc"}, "idx must be an integer, got 'abc'"),
+    ("predict", {"counts": "garbage"}, "counts must be class:count pairs, got 'garbage'"),
+    ("predict", {"pvalue": "x"}, "pvalue must be a number"),
+    ("predict", {"label": "abc"}, "label must be an integer, got 'abc'"),
+    ("confidence", {"histogram": "garbage"}, "histogram must be class:count pairs, got 'garbage'"),
+    ("confidence", {"measure_sum": "x"}, "measure_sum must be a number"),
+    ("confidence", {"cdf@0.4": "-1"}, "cdf@0.4 must be a finite number in [0, inf]"),
+    ("confidence", {"idx": "abc"}, "idx must be an integer, got 'abc'"),
+])
+def test_resuming_refuses_a_corrupted_row_naming_its_line(tmp_path, model_pt2, npz_data, capsys, kind, changes,
+                                                          message):
+    """A resumed run used to keep a corrupted row (and append to its file) or fail with int()'s message."""
+    out = tmp_path / "r.tsv"
+    assert main(_run_args(kind, model_pt2, npz_data, out) + ["--max", "4"]) == 0
+    _edit_row(out, 3, **changes)
+    before = open(out).read()
+    capsys.readouterr()
+    line = one_line_error(capsys, main(_run_args(kind, model_pt2, npz_data, out)))
+    assert f"{out} line 3: {message}" in line and open(out).read() == before
+
+
+def test_resuming_refuses_a_complete_row_with_missing_fields(certified, model_pt2, npz_data, capsys):
+    lines = open(certified).read().split("\n")
+    lines[2] = "\t".join(lines[2].split("\t")[:5])          # a whole line, ended by its newline: not a cut-off write
+    open(certified, "w").write("\n".join(lines))
+    capsys.readouterr()
+    line = one_line_error(capsys, main(certify_args(model_pt2, npz_data, certified)))
+    assert "line 3: 5 fields where the header has" in line
+
+
+@pytest.mark.parametrize("kind", ["predict", "confidence"])
+def test_resuming_still_cuts_a_half_written_last_row(tmp_path, model_pt2, npz_data, kind):
+    full, part = tmp_path / "full.tsv", tmp_path / "part.tsv"
+    assert main(_run_args(kind, model_pt2, npz_data, full)) == 0
+    assert main(_run_args(kind, model_pt2, npz_data, part) + ["--max", "5"]) == 0
+    with open(part, "a") as f:                            # an interrupted write: half a row, no newline
+        f.write("5\t2\t1\tgarb")
+    assert main(_run_args(kind, model_pt2, npz_data, part)) == 0
+    strip = lambda path: [{k: v for k, v in r.items() if k != "time"} for r in rows(path)]
+    assert strip(part) == strip(full)
+
+
 # -- 7. one line and exit code 2, fast -----------------------------------------------------------------------------
 def _factory_module(tmp_path, monkeypatch, source):
     pkg = tmp_path / "userpkg"

@@ -316,3 +316,63 @@ def test_cli_plan_bad_input_is_one_line(args, capsys):
     assert main(["plan", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("smoothcert plan: error:") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("column,value,message", [
+    ("scale", "abc", "line 2: scale and alpha must be numbers, got 'abc'"),
+    ("n", "1e3", "line 2: n must be an integer, got '1e3'"),
+    ("alpha", "x", "line 2: scale and alpha must be numbers"),
+    ("radius", "abc", "line 2: radius must be a number, got 'abc'"),
+])
+def test_load_run_checks_every_row_before_reading_its_settings(tmp_path, column, value, message):
+    """The settings used to be parsed with float()/int() before any row check: 'could not convert string...'."""
+    rows = write_run(tmp_path / "run.tsv", [0.9, 0.8], 1000)
+    for row in rows:
+        row[column] = value
+    write_all(str(tmp_path / "bad.tsv"), CERTIFY_COLUMNS, rows)
+    with pytest.raises(SmoothcertError, match=f"^{tmp_path / 'bad.tsv'} {message}"):
+        P.load_run(str(tmp_path / "bad.tsv"))
+
+
+def test_load_run_names_the_line_whose_parsed_setting_varies(tmp_path):
+    rows = write_run(tmp_path / "run.tsv", [0.9, 0.8, 0.7], 1000)
+    rows[2]["scale"] = "0.5"
+    write_all(str(tmp_path / "mixed.tsv"), CERTIFY_COLUMNS, rows)
+    with pytest.raises(SmoothcertError, match=r"line 4: scale 0.5 varies between rows \(0.25 on line 2\)"):
+        P.load_run(str(tmp_path / "mixed.tsv"))
+    rows[2]["scale"] = "0.250"                         # the same number written otherwise: one setting
+    write_all(str(tmp_path / "same.tsv"), CERTIFY_COLUMNS, rows)
+    assert P.load_run(str(tmp_path / "same.tsv")).noise == G
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--radii", "nan"], "--radii must be finite numbers >= 0"),
+    (["--radii", "-1"], "--radii must be finite numbers >= 0"),
+    (["--radii", "inf"], "--radii must be finite numbers >= 0"),
+    (["--radii", ","], "--radii ',' gives no radii"),
+    (["--keep", "2"], "keep must lie in (0, 1]"),
+    (["--n", ","], "--n ',' gives no numbers of samples"),
+    (["--n", "0"], "--n must be integers in [1, "),
+    (["--sigma", "0.5"], "--sigma: for --p-a only"),
+    (["--noise", "laplace", "--lam", "0.2"], "--noise, --lam: for --p-a only"),
+    (["--alpha", "0.01"], "--alpha: for --p-a only"),
+])
+def test_cli_plan_from_a_run_refuses_bad_options_before_printing(tmp_path, capsys, args, message):
+    write_run(tmp_path / "run.tsv", [0.9, 0.8], 1000)
+    assert main(["plan", "--results", str(tmp_path / "run.tsv"), "--n", "100,1000", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("smoothcert plan: error:") and err.count("\n") == 1 and message in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--n", ","], "--n ',' gives no numbers of samples"),
+    (["--keep", "0.5"], "--radii and --keep go with --results"),
+    (["--radii", "0,1"], "--radii and --keep go with --results"),
+    (["--p-a", "nan"], "--p-a must lie in [0, 1]"),
+])
+def test_cli_plan_at_one_pa_refuses_what_it_would_ignore(capsys, args, message):
+    base = {"--p-a": "0.9", "--sigma": "0.25"}
+    base.update(zip(args[::2], args[1::2]))
+    assert main(["plan", *[x for kv in base.items() for x in kv]]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("smoothcert plan: error:") and err.count("\n") == 1 and message in err

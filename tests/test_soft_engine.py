@@ -162,7 +162,7 @@ def test_certified_confidence_radii_are_sound(m, c):
 def test_sound_harness_catches_the_cdf_certificate_without_its_dkw_band(monkeypatch):
     """Negative control: the empirical CDF used as if it were the true one (the DKW band shrunk a millionfold)."""
     real = cdf_bounds.dkw_epsilon
-    monkeypatch.setattr(conf, "dkw_epsilon", lambda m, alpha, two_sided=False: 1e-6 * real(m, alpha, two_sided))
+    monkeypatch.setattr(cdf_bounds, "dkw_epsilon", lambda m, alpha, two_sided=False: 1e-6 * real(m, alpha, two_sided))
     p = plan(0.1)
     cdf_fails, _, _, _ = _confidence_failures(0.8, 0.5, 0.1, 0.6, p.reps)
     assert_caught(cdf_fails, p)
