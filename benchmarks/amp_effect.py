@@ -13,7 +13,6 @@ question is how much accuracy the cheaper arithmetic costs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -22,6 +21,7 @@ import warnings
 import numpy as np
 import torch
 
+from throughput import write_json
 from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.data import load_data
@@ -102,10 +102,7 @@ def main(argv=None) -> int:
                   f"{changed_pred:>8.3f} {changed_radius:>7.3f} {mean_delta:>9.5f} {seconds:>7.1f}", flush=True)
     print(f"load average now {os.getloadavg()[0]:.2f}; pred chg / rad chg: fraction of inputs whose prediction / "
           "radius differs from fp32 on the same noise samples")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
+    return write_json(args.json, rows)
 
 
 if __name__ == "__main__":

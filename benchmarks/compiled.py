@@ -12,13 +12,12 @@ model only where the compiled ceiling is clearly above the eager one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 
 import torch
 
-from throughput import CPU_BATCH, GPU_BATCH, MODELS, Clock, measure_ceiling, measure_certify
+from throughput import CPU_BATCH, GPU_BATCH, MODELS, Clock, measure_ceiling, measure_certify, write_json
 from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.models import build
@@ -78,10 +77,7 @@ def main(argv=None) -> int:
               f"{med['eager']:>10,.0f} {med['compiled']:>10,.0f} {speedup:>7.2f}x {med['certify eager']:>15,.0f} "
               f"{med['certify compiled']:>18,.0f}", flush=True)
     print(f"load average now {os.getloadavg()[0]:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
+    return write_json(args.json, rows)
 
 
 if __name__ == "__main__":

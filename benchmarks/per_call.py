@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import statistics
@@ -30,6 +29,7 @@ import time
 
 import torch
 
+from throughput import write_json
 from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.models import build
@@ -130,10 +130,7 @@ def main(argv=None) -> int:
                   f"({min(r['ratios']):.2f}-{max(r['ratios']):.2f})", flush=True)
     print(f"load average now {os.getloadavg()[0]:.2f}; every ratio >= {TARGET}: "
           + ("yes" if all(r["ratio"] >= TARGET for r in rows) else "NO"))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
+    return write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,14 @@ def format_row(r: dict) -> str:
             f"{r['certify']:>12,.0f} {100 * r['ratio']:>7.1f} {spread}")
 
 
+def write_json(path: str | None, rows) -> int:
+    """Write the rows as JSON to path when one was given (--json); the script's exit code."""
+    if path:
+        with open(path, "w") as out:
+            json.dump(rows, out, indent=2)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=["digits-cnn", "cifar-resnet20"])
@@ -169,10 +177,7 @@ def main(argv=None) -> int:
     below = [f"{r['model']}/{r['device']}/n={r['n']}" for r in rows if r["ratio"] < TARGET]
     print(f"every ratio >= {100 * TARGET:.0f} %: " + ("yes" if not below else "NO, below: " + ", ".join(below))
           + f" (load average now {os.getloadavg()[0]:.2f})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
+    return write_json(args.json, rows)
 
 
 if __name__ == "__main__":

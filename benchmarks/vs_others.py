@@ -22,7 +22,6 @@ it the art column is left out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from scipy.stats import beta, norm
 
+from throughput import write_json
 from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.models import build
@@ -132,10 +132,7 @@ def main(argv=None) -> int:
                      for m in ("art", "many", "single")]
             print(f"{name:<15} {n:>6} {batch:>5} {count:>6} {row['ms']['cohen']:>9.1f} " + " ".join(cells), flush=True)
     print(f"load average now {os.getloadavg()[0]:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-    return 0
+    return write_json(args.json, rows)
 
 
 if __name__ == "__main__":
