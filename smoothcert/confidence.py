@@ -15,8 +15,8 @@ of Gaussian mass >= q at x keeps mass >= Phi(Phi^-1(q) - R/sigma) after a shift 
 the mirror image, from h <= s_1 + sum_j (s_{j+1} - s_j) 1{h > s_j}. The layer cake holds for any thresholds,
 so they may be chosen from the same samples: the q_j = #{h >= s_j}/m - eps all hold at once on the one-sided
 DKW event sup (F - F_m) <= eps, eps = sqrt(ln(1/alpha) / 2m) (Massart; see bounds.cdf for why one side is
-valid), and the u_j = #{h > s_j}/m + eps on the other one-sided event, sup (F_m - F) <= eps. Lower and upper bound are each valid at
-alpha on their own; wanting both at once costs alpha/2 each.
+valid), and the u_j = #{h > s_j}/m + eps on the other one-sided event, sup (F_m - F) <= eps. Lower and upper
+bound are each valid at alpha on their own; wanting both at once costs alpha/2 each.
 
 Thresholds: 001 §5.2 puts them at equal-count order statistics; like the authors' code we take every g-th
 sorted sample, g = ceil(m / num_thresholds), num_thresholds = 10,000 by default (every sample when m <= 10^4).

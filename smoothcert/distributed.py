@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import SmoothcertError, check, check_count
+from .errors import SmoothcertError, check, check_count, first_line
 from .smooth import GROUPING, Smooth, group_size
 
 RAY_MISSING = "Ray is not installed: pip install 'smoothcert[ray]'"
@@ -159,7 +159,7 @@ class _Worker:
         try:
             self._build(source)
         except Exception as exc:                 # the driver fails with it, in one line
-            return os.getpid(), None, _one_line(exc)
+            return os.getpid(), None, first_line(exc)
         return os.getpid(), self.identity, None
 
     def run(self, source: _Source, job, xs: torch.Tensor, indices: list[int], skipped: frozenset, group: int):
@@ -181,8 +181,9 @@ class _Worker:
             except SmoothcertError as exc:
                 error = f"{self._culprit(job, xs[start:start + group], members)}: {exc}"
                 break
-            except Exception as exc:             # e.g. the model's own error: the rows before it still count
-                error = f"{_name(members)}: {type(exc).__name__}: {_one_line(exc)}"
+            except Exception as exc:             # anything else (the model's own errors arrive as SmoothcertError):
+                # the rows before it still count
+                error = f"{_name(members)}: {type(exc).__name__}: {first_line(exc)}"
                 break
         return out, error, samples[0], time.perf_counter() - t0, os.getpid()
 
@@ -257,7 +258,7 @@ class RayExecutor:
                     ray.init(address=self.address, **quiet)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = self.address or "a local cluster"
-                raise SmoothcertError(f"cannot start Ray on {where}: {_one_line(exc)}") from None
+                raise SmoothcertError(f"cannot start Ray on {where}: {first_line(exc)}") from None
             self.started = True
         if self.workers is None:
             have = ray.cluster_resources()
@@ -388,10 +389,10 @@ class RayExecutor:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:          # raised in the worker, beyond a SmoothcertError
             cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-            return [], f"{_name(members)}: a Ray worker raised {type(cause).__name__}: {_one_line(cause)}", 0, 0.0, 0
+            return [], f"{_name(members)}: a Ray worker raised {type(cause).__name__}: {first_line(cause)}", 0, 0.0, 0
         except ray.exceptions.RayError as exc:              # the worker died more than TASK_RETRIES times, ...
             return [], (f"{_name(members)}: the Ray worker running them failed ({type(exc).__name__}; a task is "
-                        f"retried {TASK_RETRIES} times): {_one_line(exc)}"), 0, 0.0, 0
+                        f"retried {TASK_RETRIES} times): {first_line(exc)}"), 0, 0.0, 0
 
     def _start_workers(self, smoothed: Smooth) -> _Source:
         """Start the workers (on the first run) and have each build this run's Smooth; return the run's source,
@@ -401,7 +402,7 @@ class RayExecutor:
             try:
                 ref = ray.put(smoothed)
             except Exception as exc:
-                raise SmoothcertError(f"cannot send the model to the Ray workers ({_one_line(exc)}); give RayExecutor "
+                raise SmoothcertError(f"cannot send the model to the Ray workers ({first_line(exc)}); give RayExecutor "
                                       "make_smooth=, e.g. a Recipe, so each worker loads it itself") from None
         else:
             ref = ray.put(self.make_smooth)
@@ -448,8 +449,3 @@ def _name(indices: list[int]) -> str:
     if len(indices) <= 4:
         return "inputs " + ", ".join(map(str, indices))
     return f"inputs {indices[0]} ... {indices[-1]} ({len(indices)} inputs)"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

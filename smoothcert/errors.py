@@ -1,4 +1,5 @@
 """The one exception type smoothcert raises for bad input; the CLI prints its message on one line."""
+import re
 
 
 class SmoothcertError(ValueError):
@@ -21,3 +22,10 @@ def check_count(name: str, value: int, minimum: int = 1) -> int:
     check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
           f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def first_line(exc: BaseException, empty: str | None = None) -> str:
+    """The first line of an exception's message, without terminal escape codes (torch colours some), for a
+    one-line error; `empty` (default: the exception's type name) when it has no message."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip()
+    return text.splitlines()[0] if text else (type(exc).__name__ if empty is None else empty)

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .errors import SmoothcertError, check
+from .errors import SmoothcertError, check, first_line
 
 
 class Normalize(nn.Module):
@@ -349,7 +349,7 @@ def _load_exported(path: str, trust: bool = False) -> nn.Module:
         program = None
     except Exception as exc:
         if not refusals:
-            raise SmoothcertError(f"cannot load {path} as a torch.export program (.pt2): {_first_line(exc)}") from None
+            raise SmoothcertError(f"cannot load {path} as a torch.export program (.pt2): {first_line(exc)}") from None
         program = None
     if refusals:
         raise SmoothcertError(f"{path} holds more than plain tensors and a graph of torch operators ({refusals[0]}); "
@@ -402,7 +402,7 @@ def _load_torchscript(path: str) -> nn.Module:
             return torch.jit.load(path, map_location="cpu")
         except Exception as exc:
             raise SmoothcertError(
-                f"cannot load {path} as a TorchScript model ({_first_line(exc)}); a .pt2 file is a torch.export "
+                f"cannot load {path} as a TorchScript model ({first_line(exc)}); a .pt2 file is a torch.export "
                 "program, and a state dict needs --model ARCH_OR_FACTORY --weights FILE") from exc
 
 
@@ -427,18 +427,18 @@ def _call_factory(spec: str, module_name: str, attr: str) -> nn.Module:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise SmoothcertError(f"cannot find factory {spec!r}: {_first_line(exc)}") from None
+        raise SmoothcertError(f"cannot find factory {spec!r}: {first_line(exc)}") from None
     except Exception as exc:                      # a syntax error, or the module raised while importing
         raise SmoothcertError(f"cannot import {module_name!r} for factory {spec!r}: {type(exc).__name__}: "
-                              f"{_first_line(exc)}") from None
+                              f"{first_line(exc)}") from None
     check(callable(factory), f"{spec!r} is a {type(factory).__name__}, not a function that returns a model")
     try:
         model = factory()
     except TypeError as exc:
         raise SmoothcertError(f"factory {spec!r} must be callable with no arguments and return a torch.nn.Module "
-                              f"(wrap it in a function of your own): {_first_line(exc)}") from None
+                              f"(wrap it in a function of your own): {first_line(exc)}") from None
     except Exception as exc:
-        raise SmoothcertError(f"factory {spec!r} raised {type(exc).__name__}: {_first_line(exc)}") from None
+        raise SmoothcertError(f"factory {spec!r} raised {type(exc).__name__}: {first_line(exc)}") from None
     check(isinstance(model, nn.Module), f"factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
@@ -453,7 +453,7 @@ def read_state_dict(path: str) -> dict:
     except Exception as exc:
         why = (f"it holds pickled objects beyond tensors ({_unpickling_reason(exc)}: a whole pickled model?); save "
                "only the weights with torch.save(model.state_dict(), path)") if isinstance(exc, pickle.UnpicklingError) \
-            else _first_line(exc)
+            else first_line(exc)
         raise SmoothcertError(f"cannot read weights {path} as a plain state dict: {why}") from None
     if not (isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         found = f"keys {', '.join(map(str, list(state)[:4]))}" if isinstance(state, Mapping) else type(state).__name__
@@ -466,7 +466,7 @@ def _fit_weights(model: nn.Module, state: Mapping, path: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise SmoothcertError(f"weights {path} do not fit the model: {_first_line(exc)} ...") from None
+        raise SmoothcertError(f"weights {path} do not fit the model: {first_line(exc)} ...") from None
 
 
 def save_model(model: nn.Module, path: str, example: torch.Tensor) -> None:
@@ -492,10 +492,4 @@ def _unpickling_reason(exc: BaseException) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"[Uu]nsupported[^.\n]*", text)
     if found:
         return f"it needs {found.group(1)}" if found.re.pattern.startswith("GLOBAL") else found.group(0).strip()
-    return _first_line(exc)[:160]
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, without terminal escape codes."""
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)[:160]

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import SmoothcertError, check
+from .errors import SmoothcertError, check, first_line
 
 # Stage codes used when deriving a stream's seed.
 SELECTION, ESTIMATION, PREDICTION = 0, 1, 2
@@ -253,9 +253,8 @@ class Sampler:
         except Exception as exc:          # out of memory goes on to `forward`; the model's own error: one line
             if isinstance(exc, SmoothcertError) or _is_oom(exc):
                 raise
-            text = str(exc).strip()
             raise SmoothcertError(f"the model raised {type(exc).__name__} on noisy samples: "
-                                  f"{text.splitlines()[0] if text else '(no message)'}") from exc
+                                  f"{first_line(exc, '(no message)')}") from exc
         check_logits(logits, x.shape[0], self.num_classes)
         return logits
 
@@ -602,8 +601,8 @@ def probe_model(model, x: torch.Tensor, num_classes: int | None = None) -> int:
         try:
             logits = model(x)
         except Exception as exc:  # the model rejected the input: say so in one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SmoothcertError(f"the model cannot take inputs of shape {tuple(x.shape[1:])}: {first}") from exc
+            raise SmoothcertError(f"the model cannot take inputs of shape {tuple(x.shape[1:])}: "
+                                  f"{first_line(exc)}") from exc
     check_logits(logits, x.shape[0], num_classes)
     return int(logits.shape[1])
 
