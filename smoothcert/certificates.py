@@ -187,7 +187,7 @@ CERTIFICATES = {s.name: s for s in [
         ("soft-hoeffding", None, "soft scores, Hoeffding bounds, margin radius (Salman et al. Lemma 2)"),
         ("soft-bernstein", None, "soft scores, empirical Bernstein (Maurer-Pontil), margin radius"),
         ("soft-betting", None, "soft scores, betting confidence bounds (Waudby-Smith & Ramdas), margin radius"),
-        ("soft-lipschitz", None, "soft scores, Lipschitz-margin radius of 000 eq. 2 (Salman et al. Lemma 1)")]],
+        ("soft-lipschitz", None, "soft scores, Lipschitz-margin radius of 000 eq. 2 (constant sqrt(2/pi)/sigma)")]],
 ]}
 DEFAULT = {_G: "cohen", _L: "teng"}
 

@@ -31,8 +31,9 @@ from .certificates import ABSTAIN, Verdict
 from .errors import SmoothcertError, check, check_alpha
 
 MODES = ("margin", "one-sided")
-# Salman et al. 2019, Lemma 1: E[g(x + delta)] is sqrt(2/pi)/sigma-Lipschitz for g with values in [0, 1]
-SALMAN_LIPSCHITZ = math.sqrt(2 / math.pi)
+# x -> E_A(x) - E_c(x), the smoothing of a [-1, 1]-valued function, is LIPSCHITZ_MARGIN/sigma-Lipschitz in l2, and
+# no less (proof in soft_lipschitz; Salman et al. 2019, Lemma 1 gives this constant for [0, 1], where it is loose)
+LIPSCHITZ_MARGIN = math.sqrt(2 / math.pi)
 
 
 def _check(noise, norm: str, mode: str) -> None:
@@ -111,20 +112,28 @@ def soft_bernstein(sums_selection, sums, squares, n, noise, alpha: float, norm: 
 
 
 def soft_lipschitz(sums_selection, sums, squares, n, noise, alpha: float, norm: str = "l2") -> Verdict:
-    """000 eq. 2's Lipschitz-margin radius R1 = M / (2 L), M = p_a - p_b from the empirical Bernstein pair
-    (alpha/2 each), L = sqrt(2/pi)/sigma (Salman et al. 2019, Lemma 1, for each [0, 1]-valued expected score).
+    """000 eq. 2's Lipschitz-margin radius R1 = M sigma / sqrt(2/pi) = M sigma sqrt(pi/2), M = p_a - p_b from the
+    empirical Bernstein pair (alpha/2 each).
 
-    E_A - E_c is then 2L-Lipschitz, so it stays > 0 for ||d|| < M / 2L. In 000's notation R1 = M / (sqrt(2) L')
-    with L' = sqrt(2) L the l2-output Lipschitz constant of the smoothed softmax (a unit output direction has a
-    range of at most sqrt(2) on the simplex). Taking L' = L in eq. 2 assumes what Lemma 1 does not give.
+    Why: for g: R^d -> [a, b] and delta ~ N(0, sigma^2 I), h(x) = E[g(x + delta)] is smooth with
+    <grad h(x), u> = E[g(x + delta) <delta, u>] / sigma^2 for a unit u (differentiate the Gaussian density);
+    E[<delta, u>] = 0, so g may be replaced by g - (a + b)/2, of absolute value <= (b - a)/2, and with
+    W = <delta, u>/sigma ~ N(0, 1): |<grad h, u>| <= (b - a)/(2 sigma) E|W| = (b - a)/(sigma sqrt(2 pi)). So h is
+    (b - a)/(sigma sqrt(2 pi))-Lipschitz in l2, exactly: g = b 1{<x, u> > 0} + a 1{<x, u> <= 0} attains it at 0
+    (Salman et al. 2019, Lemma 1 states sqrt(2/pi)/sigma for [0, 1]: valid, twice the exact constant there).
+    F_A - F_c has values in [-1, 1], so E_A - E_c is sqrt(2/pi)/sigma-Lipschitz (LIPSCHITZ_MARGIN): with
+    E_A >= p_a and E_c <= p_b for every c != A, E_A - E_c >= M - sqrt(2/pi) ||d|| / sigma > 0 at x + d for
+    ||d|| < R1, and A stays the argmax. (Bounding E_A and E_c separately, sqrt(2/pi)/sigma each by Lemma 1 as
+    stated, gives half this radius; the tight [0, 1] constant 1/(sigma sqrt(2 pi)) applied to the [-1, 1]
+    difference gives twice it, which is not valid: tests/test_tie_soundness.py catches it.)
     R1 is never larger than R2 = sigma/2 (Phi^-1(p_a) - Phi^-1(p_b)): Phi^-1 has slope >= sqrt(2 pi), so
-    R2 >= sigma sqrt(pi/2) M = 2 R1 (and the tight constant 1/(sigma sqrt(2 pi)) would only reach R2's bound).
-    Kept for comparison, as 000 offers it."""
+    R2 >= sigma sqrt(pi/2) M = R1, with equality only as p_a and p_b tend to 1/2. Kept for comparison, as 000
+    offers it."""
     alpha = check_alpha(alpha)
     v = soft_bernstein(sums_selection, sums, squares, n, noise, alpha, norm, "margin")
     sel = np.atleast_2d(np.asarray(sums_selection, dtype=np.float64))
     ok = v.p_lower > v.p_upper
-    radius = np.where(ok, (v.p_lower - v.p_upper) * noise.sigma / (2 * SALMAN_LIPSCHITZ), 0.0)
+    radius = np.where(ok, (v.p_lower - v.p_upper) * noise.sigma / LIPSCHITZ_MARGIN, 0.0)
     return Verdict(np.where(ok, choose(sel), ABSTAIN), radius, v.p_lower, v.p_upper)
 
 

@@ -90,10 +90,24 @@ def test_lipschitz_radius_and_its_comparison_with_r2():
     v2 = soft.soft_bernstein(x_sel.sum(1), *_stats(x), 500, Gaussian(sigma), 0.001)
     for g in range(3):
         _, p_a, p_b, _ = _ref(x_sel[g], x[g], 0.001, sigma, "bernstein", "margin")
-        m = max(float(p_a - p_b), 0.0)
-        assert v1.radius[g] == pytest.approx(m * sigma / (2 * math.sqrt(2 / math.pi)), abs=1e-12)
+        m = max(p_a - p_b, 0)
+        assert v1.radius[g] == pytest.approx(float(m * sigma * mpmath.sqrt(mpmath.pi / 2)), abs=1e-12)
     certified = v1.radius > 0
-    assert certified.any() and np.all(v2.radius[certified] >= 2 * v1.radius[certified])     # R2 >= 2 R1
+    assert certified.any() and np.all(v2.radius[certified] >= v1.radius[certified])          # R2 >= R1
+
+
+def test_lipschitz_constant_is_the_exact_one_for_a_margin_of_range_two():
+    """The smoothing of g = sign(x_0) (values in [-1, 1]) is 2 Phi(x_0 / sigma) - 1, whose slope at 0 is
+    sqrt(2/pi)/sigma, in 40 digits: no smaller constant is valid for E_A - E_c, and soft_lipschitz uses this one
+    (its docstring proves no larger slope is possible). R1 / R2 tends to 1 at a tie and stays below it."""
+    for sigma in (0.25, 0.5, 1.0):
+        slope = mpmath.diff(lambda t: 2 * mpmath.ncdf(t / sigma) - 1, 0)
+        assert soft.LIPSCHITZ_MARGIN / sigma == pytest.approx(float(slope), rel=1e-14)
+        assert float(slope) == pytest.approx(math.sqrt(2 / math.pi) / sigma, rel=1e-14)
+    p_a, p_b = np.array([0.5 + 1e-6, 0.6, 0.9]), np.array([0.5 - 1e-6, 0.3, 0.05])
+    r1 = (p_a - p_b) * 0.5 * math.sqrt(math.pi / 2)
+    r2 = Gaussian(0.5).margin_radius(p_a, p_b)
+    assert r1[0] == pytest.approx(r2[0], rel=1e-9) and np.all(r1[1:] < r2[1:])
 
 
 def test_from_bounds_caps_the_runner_up_and_abstains():
@@ -231,7 +245,7 @@ def _plug_in(sel, x, n, noise, alpha):
 
 def _lipschitz_one_component(sel, x, n, noise, alpha):
     """UNSOUND on purpose: the margin treated as ONE [0, 1]-valued expected score with the tight constant
-    1/(sigma sqrt(2 pi)), i.e. R = M sigma sqrt(2 pi) (four times R1)."""
+    1/(sigma sqrt(2 pi)), i.e. R = M sigma sqrt(2 pi) (twice R1)."""
     v = soft.soft_bernstein(sel, *_stats(x), n, noise, alpha)
     radius = np.where(v.radius > 0, (v.p_lower - v.p_upper) * noise.sigma * math.sqrt(2 * math.pi), 0.0)
     return Verdict(v.prediction, radius, v.p_lower, v.p_upper)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import integrate, optimize, stats
 
-from conftest import Threshold, certify_args, rows, without_time
+from conftest import Steep, Threshold, certify_args, rows, without_time
 from smoothcert import Gaussian, Smooth
 from smoothcert import confidence as conf
 from smoothcert.bounds import cdf as cdf_bounds
@@ -68,15 +68,6 @@ def test_score_statistics_match_a_direct_computation_on_the_same_samples():
 
 # -- soft certificates -----------------------------------------------------------------------------------------------
 SOFT = ["soft-hoeffding", "soft-bernstein", "soft-lipschitz", "soft-betting"]
-
-
-class Steep(Threshold):
-    """Logits (-k x0, k x0): still symmetric about x0 = 0 (the soft smoothed classifier's exact radius at m is
-    |m|), and with k = 50 its scores are nearly votes, so the soft radius sigma Phi^-1(E_A) nearly reaches |m|:
-    the case where an overstated bound shows."""
-
-    def forward(self, x):
-        return 50 * super().forward(x)
 
 
 def _soft_failures(name, m, sigma, alpha, reps, seed=0):

@@ -3,13 +3,20 @@
 Each takes pytest's monkeypatch and swaps one piece of smoothcert for the variant until the test ends; the control
 then runs the variant through the same harness and plan as the sound case and asserts it is caught.
 """
+import math
 from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 import smoothcert.bounds
+import smoothcert.smooth
 from smoothcert import certificates as C
+from smoothcert import confidence, soft
+from smoothcert.bounds.mean import Betting
+from smoothcert.bounds.sequential import UnionBound
+from smoothcert.sampling import SELECTION
 
 
 def _swap(monkeypatch, name, fn):
@@ -71,3 +78,64 @@ def predict_at_twice_alpha(monkeypatch):
     """PREDICT abstaining only when the binomial test's p-value exceeds 2 alpha."""
     pvalue = smoothcert.bounds.binomial_test_pvalue
     monkeypatch.setattr(smoothcert.bounds, "binomial_test_pvalue", lambda *args: pvalue(*args) / 2)
+
+
+# -- the engine's modes (tests/test_tie_soundness.py) --------------------------------------------------------------
+def estimation_from_selection_stream(monkeypatch):
+    """Every mode's estimation stream drawn as its selection stream: the first n0 'fresh' samples replay the
+    selection samples that chose the class (issue 13's bug (a), there in early stopping)."""
+    monkeypatch.setattr(smoothcert.smooth, "ESTIMATION", SELECTION)
+
+
+def pilot_votes_added(monkeypatch):
+    """The selection (pilot) votes added to the estimation counts before the bound, as Chen et al.'s code does
+    for input-specific n (issue 13's bug (b)); applies to every vote certificate the engine computes."""
+    certify = C.certify
+    monkeypatch.setattr(C, "certify", lambda name, c0, c1, *args: certify(name, c0, C._as_counts(c0)
+                                                                          + C._as_counts(c1), *args))
+
+
+def alpha_at_every_look(monkeypatch):
+    """Early stopping with Clopper-Pearson at the full alpha at every look (no split of alpha over the looks)."""
+    monkeypatch.setattr(UnionBound, "lower", lambda self, k, t: smoothcert.bounds.clopper_pearson_lower(k, t,
+                                                                                                        self.alpha))
+
+
+def lipschitz_constant_of_a_unit_range(monkeypatch):
+    """soft-lipschitz with the exact constant of a [0, 1]-valued function, 1/(sigma sqrt(2 pi)), applied to the
+    margin E_A - E_c, whose range is [-1, 1]: twice the valid radius."""
+    monkeypatch.setattr(soft, "LIPSCHITZ_MARGIN", 1 / math.sqrt(2 * math.pi))
+
+
+def layers_weighted_by_the_width_above(monkeypatch):
+    """Certified confidence (001 Thm 2) with each layer's tail weighted by the width ABOVE its threshold (the
+    upper bound's layer cake used for the lower bound): off by one layer, which coarse thresholds make large."""
+    terms = confidence._terms
+
+    def above(layers, g, alpha, upper):
+        if upper:
+            return terms(layers, g, alpha, upper)
+        widths = np.diff(np.append(layers.thresholds[g], layers.high))
+        q = np.atleast_1d(confidence.tail_lower(layers.count_ge[g], layers.m[g], alpha))
+        keep = (widths > 0) & (q > 0)
+        return layers.low, widths[keep], confidence.ndtri(q[keep])
+    monkeypatch.setattr(confidence, "_terms", above)
+
+
+def bets_from_their_own_block(monkeypatch):
+    """Betting whose bet on a block of values is taken in the direction the block's OWN mean points (on K+(m)
+    only where that mean is >= m, on K-(m) only where it is < m): the sign of a mean-adaptive (GRAPA-like) bet
+    computed with the values it is placed on, so bet i depends on value i and later ones. Not predictable."""
+    step = Betting._step
+
+    def own_block(self, x, owner):
+        count = torch.zeros(self.rows, dtype=torch.float64).index_add_(0, owner, torch.ones_like(x))
+        mean = torch.zeros(self.rows, dtype=torch.float64).index_add_(0, owner, x) / count.clamp(min=1)
+        up = mean[:, None] >= self.grid
+        caps = self._cap_plus, self._cap_minus
+        self._cap_plus, self._cap_minus = torch.where(up, caps[0], 0.0), torch.where(up, 0.0, caps[1])
+        try:
+            step(self, x, owner)
+        finally:
+            self._cap_plus, self._cap_minus = caps
+    monkeypatch.setattr(Betting, "_step", own_block)
