@@ -5,20 +5,19 @@ line (an interrupted write) is cut off, rows already there are checked (every fi
 them), kept and skipped, and rows made with other settings, data or model, or corrupted, are refused (naming
 the line) rather than mixed in. The file is created only when its first row is
 ready, so a run that fails its checks leaves no file behind. A run holds an exclusive lock on its results file
-for its whole life, so two runs can never write one file.
+for its whole life (filelock.py), so two runs can never write one file.
 """
 from __future__ import annotations
 
 import datetime
 import os
-import socket
-import sys
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import numpy as np
 
 from .errors import SmoothcertError, check
+from .filelock import SUFFIX, FileLock
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
                    "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model",
@@ -41,57 +40,12 @@ MAX_CLASSES = 1_000_000          # a file claiming more classes is refused befor
 MAX_COUNT = 2 ** 62              # counts and sample sizes stay far inside int64
 
 
-class FileLock:
-    """An exclusive lock on `path` while a run writes it: the lock file `path.lock`, held with flock (the kernel
-    drops it when the process dies, so even kill -9 leaves no stale lock) and holding the holder's pid, host and
-    command for the message another run gets. Where flock does not exist (Windows) nothing is locked."""
-
-    def __init__(self, path: str):
-        self.path, self.lock, self.fd = path, f"{path}.lock", None
-
-    def acquire(self) -> "FileLock":
-        try:
-            import fcntl
-        except ImportError:                       # pragma: no cover - not POSIX
-            return self
-        while True:
-            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 500, 0).decode("utf-8", "replace").strip() or "another process"
-                os.close(fd)
-                raise SmoothcertError(f"{self.path} is being written by another run ({holder}); wait for it to "
-                                      "end or choose another --out") from None
-            try:                                  # its last holder may have removed it between our open and lock
-                if os.stat(self.lock).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        command = " ".join(["smoothcert", *sys.argv[1:]])[:300]
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}: "
-                     f"{command}\n".encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.unlink(self.lock)                  # while still held: a waiting run then retries on a fresh file
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
-
-
 def check_output_path(path: str) -> None:
-    """--out must name a regular file (or none yet) in an existing folder: not /dev/null, a folder or a link to one."""
+    """--out must name a regular file (or none yet) in an existing folder: not /dev/null, a folder or a link to one,
+    and not a name ending in .lock, the name of runs' lock files (filelock.py)."""
     parent = os.path.dirname(os.path.abspath(path))
+    check(not any(p.lower().endswith(SUFFIX) for p in (path, os.path.realpath(path))),
+          f"--out {path} ends in {SUFFIX}, the name of a run's lock file (OUT{SUFFIX}); choose another --out")
     check(os.path.isdir(parent), f"output folder does not exist: {parent}")
     check(not os.path.exists(path) or os.path.isfile(path),
           f"{path} exists and is not a regular file (a device, folder or pipe); choose a file for --out")
@@ -226,15 +180,16 @@ class ResultsWriter:
 def write_all(path: str, columns: tuple[str, ...], rows: Iterable[Mapping[str, object]]) -> None:
     """Write a whole results file at once, atomically (used by re-certification): the caller holds its lock."""
     tmp = f"{path}.{os.getpid()}.tmp"
+    f = open(tmp, "x", newline="")              # created here (O_EXCL): never a file or link already there
     try:
-        with open(tmp, "w", newline="") as f:
+        with f:
             f.write("\t".join(columns) + "\n")
             for row in rows:
                 f.write("\t".join(str(row[c]) for c in columns) + "\n")
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException:
+        os.unlink(tmp)                          # ours
+        raise
 
 
 def read_table(path: str, columns: Iterable[str], *, resuming: bool = False) -> list[tuple[int, dict[str, str]]]:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from . import certificates
 from .errors import SmoothcertError, check, check_count
+from .filelock import writer_of
 from .noises import NOISES
 from .results import (
     CERTIFY_COLUMNS,
@@ -173,11 +174,14 @@ def recertify(path: str, certificate: str | None, out: str, norm: str | None = N
     layout to `out` atomically: a certify file with another `certificate` (hard ones from the votes; soft ones
     from the stored scores of a soft file), or a certified-confidence file at other `thresholds` /
     `num_thresholds`. Every row is checked first (counts summing to the row's n0 and samples, classes in
-    range, each input once), and a refusal names the line. Returns the number of rows."""
+    range, each input once), and a refusal names the line. Returns the number of rows. It locks only `out`: the
+    input is read without creating anything beside it, refused only while a run is writing it."""
     check_output_path(out)
     check(overwrite or not os.path.exists(out), f"{out} exists; choose another --out (or --force to replace it)")
     same = os.path.exists(out) and os.path.samefile(path, out)
-    with FileLock(path), (contextlib.nullcontext() if same else FileLock(out)):   # neither is being written
+    with FileLock(out):
+        holder = None if same else writer_of(path)
+        check(holder is None, f"{path} is being written by another run ({holder}); wait for it to end")
         with open(path, "rb") as f:
             header = f.readline().decode("utf-8", "replace").rstrip("\n").split("\t")
         if "histogram" in header:
