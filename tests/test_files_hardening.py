@@ -1,9 +1,11 @@
-"""The lock beside a results file (issue 13, item 4): it must never follow a link, truncate or delete a file
-smoothcert did not create, nor stop readers."""
+"""Results files from someone else and the lock beside a results file (issue 13, items 3 and 4): a few bytes of a
+row must not make any reader allocate gigabytes (peaks measured with tracemalloc, which sees numpy's arrays), and
+the lock must never follow a link, truncate or delete a file smoothcert did not create, nor stop readers."""
 import multiprocessing
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ from smoothcert.cli import main
 from smoothcert.filelock import MAGIC, FileLock
 from smoothcert.models import save_model
 
+MB = 1 << 20
+BIG = 1_000_000                                    # classes claimed by a hostile row (results.MAX_CLASSES)
+
 
 def one_line(capsys, code) -> str:
     err = capsys.readouterr().err
@@ -22,6 +27,16 @@ def one_line(capsys, code) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("smoothcert "), err
     return lines[0]
+
+
+def measured(argv) -> tuple[int, int]:
+    """main(argv)'s exit code and the peak of what it allocated (bytes), numpy's arrays included."""
+    tracemalloc.start()
+    try:
+        code = main(argv)
+        return code, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +52,136 @@ def made(tmp_path_factory):
     assert main(["confidence", *certify_args(d / "model.pt2", d / "data.npz", d / "confidence.tsv", "--max", "3",
                                              "--thresholds", "0.4,0.6")[1:]]) == 0
     return d
+
+
+def rewritten(source, target, count=None, **changes):
+    """`source`'s rows, repeated to `count` rows (idx renumbered), with `changes` (column -> value, or a function of
+    the row's cells) applied to every row, written to `target`."""
+    lines = open(source).read().rstrip("\n").split("\n")
+    header, body = lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+    out = []
+    for i in range(count or len(body)):
+        cells = dict(zip(header, body[i % len(body)]))
+        cells["idx"] = str(i) if count else cells["idx"]
+        cells.update({k: v(cells) if callable(v) else v for k, v in changes.items()})
+        out.append("\t".join(cells[h] for h in header))
+    open(target, "w").write("\n".join(["\t".join(header)] + out) + "\n")
+    return target
+
+
+def without(path, column):
+    return [{k: v for k, v in r.items() if k != column} for r in rows(path)]
+
+
+# -- item 3: what a row can make a reader allocate ------------------------------------------------------------------
+@pytest.mark.parametrize("certificate", ["cohen", "margin", "exact-margin", "best", "single-stage"])
+def test_recertifying_400_rows_claiming_a_million_classes_is_exact_and_small(made, tmp_path, certificate):
+    """400 rows of num_classes=1000000 (sparse counts, 100 KB) made recertify allocate 3 GB and more (40 rows for
+    exact-margin, whose exact bound takes 0.1 s a row: 640 MB before)."""
+    count = 40 if certificate == "exact-margin" else 400
+    small = rewritten(made / "certify.tsv", tmp_path / "small.tsv", count)
+    big = rewritten(made / "certify.tsv", tmp_path / "big.tsv", count, num_classes=str(BIG))
+    assert os.path.getsize(big) < 200_000
+    assert main(["recertify", str(small), "--certificate", certificate, "--out", str(tmp_path / "a.tsv")]) == 0
+    code, peak = measured(["recertify", str(big), "--certificate", certificate, "--out", str(tmp_path / "b.tsv")])
+    assert code == 0 and peak < 256 * MB, peak
+    assert without(tmp_path / "b.tsv", "num_classes") == without(tmp_path / "a.tsv", "num_classes")
+
+
+def test_plan_bench_latency_analyze_and_resuming_on_a_million_classes_are_small(made, tmp_path, capsys):
+    small = rewritten(made / "certify.tsv", tmp_path / "small.tsv", 400)
+    big = rewritten(made / "certify.tsv", tmp_path / "big.tsv", 400, num_classes=str(BIG))
+    for command in (["plan", "--results"], ["analyze"]):
+        assert main(command + [str(small)]) == 0
+        expected = capsys.readouterr().out.replace(str(small), "FILE")
+        code, peak = measured(command + [str(big)])
+        assert code == 0 and peak < 256 * MB, (command, peak)
+        assert capsys.readouterr().out.replace(str(big), "FILE") == expected
+    model, data = made / "model.pt2", made / "data.npz"
+    code, peak = measured(["bench-latency", "--model", str(model), "--data", f"npz:{data}", "--sigma", "0.5",
+                           "--budget-ms", "10", "--results", str(big)])     # read, then refused: other noise
+    assert "was certified under" in one_line(capsys, code) and peak < 256 * MB, peak
+    code, peak = measured(certify_args(model, data, big))                    # resuming it
+    assert "num_classes=1000000 but this run has num_classes=3" in one_line(capsys, code) and peak < 16 * MB, peak
+
+
+def test_a_soft_row_claiming_a_million_classes_is_refused_before_allocating(made, tmp_path, capsys):
+    soft = tmp_path / "soft.tsv"
+    assert main(certify_args(made / "model.pt2", made / "data.npz", soft, "--max", "3", "--certificate",
+                             "soft-hoeffding")) == 0
+    big = rewritten(soft, tmp_path / "big.tsv", num_classes=str(BIG))
+    code, peak = measured(["recertify", str(big), "--certificate", "soft-bernstein", "--out", str(tmp_path / "o")])
+    assert "must give finite values for all 1000000 classes" in one_line(capsys, code) and peak < 8 * MB, peak
+
+
+def test_a_confidence_row_with_16_million_bins_is_refused_in_one_line(made, tmp_path, capsys):
+    bad = rewritten(made / "confidence.tsv", tmp_path / "bins.tsv", bins=str(1 << 24), histogram="16777215:300")
+    for argv in (["recertify", str(bad), "--thresholds", "0.5", "--out", str(tmp_path / "o.tsv")],
+                 ["analyze", str(bad)]):
+        code, peak = measured(argv)
+        line = one_line(capsys, code)
+        assert f"{bad} line 2: bins must be 4096" in line and peak < 8 * MB, (argv, peak)
+    code, peak = measured(["confidence", *certify_args(made / "model.pt2", made / "data.npz", bad,
+                                                       "--thresholds", "0.4,0.6")[1:]])     # resuming it
+    assert "bins" in one_line(capsys, code) and peak < 8 * MB and not os.path.exists(tmp_path / "o.tsv")
+
+
+def test_confidence_rows_keep_no_dense_histogram(made, tmp_path):
+    """4,000 rows (1.3 MB) held 4,000 dense 4,096-bin histograms (134 MB) while analyze read them, and recertify
+    1,000 (34 MB) (fewer: it bisects a radius per row)."""
+    for count, argv, budget in ((4000, ["analyze"], 48 * MB),
+                                (1000, ["recertify", "--thresholds", "0.5", "--out", str(tmp_path / "o")], 16 * MB)):
+        many = rewritten(made / "confidence.tsv", tmp_path / "many.tsv", count, histogram="2100:300",
+                         measure_sum=repr(300 * 2100 / 4096))
+        assert os.path.getsize(many) < 2 * MB
+        code, peak = measured(argv[:1] + [str(many)] + argv[1:])
+        assert code == 0 and peak < budget, (argv, peak)
+
+
+def test_a_confidence_row_of_2_to_the_62_samples_and_thresholds_is_recertified_in_bins_not_samples(made, tmp_path):
+    """One bin holding n = 2^62 samples at num_thresholds = 2^62 made the layers enumerate every order statistic."""
+    huge = 2 ** 62
+    change = dict(n=str(huge), histogram=f"2100:{huge}", measure_sum=repr(huge * 2100 / 4096))
+    a = rewritten(made / "confidence.tsv", tmp_path / "a.tsv", **change)
+    b = rewritten(made / "confidence.tsv", tmp_path / "b.tsv", num_thresholds=str(huge), **change)
+    assert main(["recertify", str(a), "--out", str(tmp_path / "ra.tsv")]) == 0
+    code, peak = measured(["recertify", str(b), "--out", str(tmp_path / "rb.tsv")])
+    assert code == 0 and peak < 16 * MB, peak
+    assert without(tmp_path / "rb.tsv", "num_thresholds") == without(tmp_path / "ra.tsv", "num_thresholds")
+    assert float(rows(tmp_path / "rb.tsv")[0]["cdf@0.4"]) > 0               # one bin at 0.51: certified at 0.4
+
+
+def test_the_layers_of_a_histogram_are_the_bins_of_every_gth_order_statistic():
+    """The layers are now found bin by bin; they must be the bins of the order statistics 0, g, 2g, ... as before."""
+    from smoothcert.confidence import layers_from_histogram
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        bins, t = int(rng.integers(1, 64)), int(rng.integers(1, 40))
+        row = rng.integers(0, 6, bins) * (rng.random(bins) < 0.5)
+        row[rng.integers(bins)] += 1
+        total, cum = int(row.sum()), np.cumsum(row)
+        ranks = np.arange(0, total, -(-total // t))                        # the order statistics, one by one
+        expected = np.unique(np.searchsorted(cum, ranks, side="right"))
+        layers = layers_from_histogram(row, "score", t)
+        assert np.array_equal(layers.thresholds[0], np.linspace(0, 1, bins + 1)[expected])
+        assert np.array_equal(layers.count_ge[0], total - (cum[expected] - row[expected]))
+
+
+def test_exact_margin_refuses_samples_it_cannot_hold_naming_the_line(made, tmp_path, capsys):
+    n = 10 ** 12
+    bad = rewritten(made / "certify.tsv", tmp_path / "bad.tsv", n=str(n), samples=str(n), counts=f"0:{n - 5},1:5")
+    code, peak = measured(["recertify", str(bad), "--certificate", "exact-margin", "--out", str(tmp_path / "o")])
+    line = one_line(capsys, code)
+    assert f"{bad} line 2: exact-margin" in line and "10,000,000" in line and peak < 8 * MB
+
+
+def test_counts_that_overflow_int64_are_refused(made, tmp_path, capsys):
+    """Five counts of 2^62 wrapped to the row's 300 samples in int64 and were accepted."""
+    c = 2 ** 62
+    bad = rewritten(made / "certify.tsv", tmp_path / "bad.tsv", num_classes="5",
+                    counts=f"0:{c},1:{c},2:{c},3:{c},4:300")
+    line = one_line(capsys, main(["recertify", str(bad), "--certificate", "cohen", "--out", str(tmp_path / "o")]))
+    assert f"{bad} line 2: counts sum to {4 * c + 300}, not to the row's 300 samples" in line
 
 
 # -- item 4: the lock never destroys anything -----------------------------------------------------------------------
