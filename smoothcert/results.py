@@ -78,10 +78,10 @@ def parse_scores(text: str, num_classes: int, values: int, where: str, what: str
             scores[c] = [float(part) for part in parts[1:]]
         except ValueError:
             raise SmoothcertError(f"{where}: {what} must hold numbers, got {item!r}") from None
-    out = [np.array([scores[c][i] for c in range(num_classes)]) for i in range(values)] \
-        if len(scores) == num_classes else [np.array([np.nan])]
-    check(all(np.all(np.isfinite(v)) for v in out), f"{where}: {what} must give finite values for all "
-                                                     f"{num_classes} classes")
+    complete = len(scores) == num_classes     # every class there: only now is anything num_classes long made
+    out = [np.array([scores[c][i] for c in range(num_classes)]) for i in range(values)] if complete else []
+    check(complete and all(np.all(np.isfinite(v)) for v in out), f"{where}: {what} must give finite values for "
+                                                                 f"all {num_classes} classes")
     return out
 
 
