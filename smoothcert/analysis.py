@@ -563,12 +563,14 @@ def output_target(path, formats: Sequence[str], what: str) -> tuple[str, str]:
 
 def _write_atomic(target: str, write, what: str) -> None:
     """write(tmp) beside the target, then rename over it: never a half-written file."""
-    tmp = f"{target}.{os.getpid()}.tmp"
+    tmp, made = f"{target}.{os.getpid()}.tmp", False
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))    # never a file or link already there
+        made = True
         write(tmp)
         os.replace(tmp, target)
     except Exception as e:
-        if os.path.exists(tmp):
+        if made and os.path.exists(tmp):                                    # only the file made here
             os.unlink(tmp)
         raise SmoothcertError(f"{target}: cannot write {what} ({e.__class__.__name__}: {e})") from None
 

@@ -167,8 +167,10 @@ def layers_from_histogram(counts, measure: str = "score", num_thresholds: int = 
         total = int(row.sum())
         check(total >= 1, "every histogram needs at least one sample")
         cum = np.cumsum(row)
-        order = np.arange(0, total, _gap(total, num_thresholds))       # 0-based order statistics
-        k = np.unique(np.searchsorted(cum, order, side="right"))       # their bins
+        g = _gap(total, num_thresholds)
+        # bin k holds the 0-based order statistics cum[k] - row[k] .. cum[k] - 1; it holds a g-th one when the first
+        # multiple of g from its start lies below cum[k] (O(bins), whatever m and num_thresholds)
+        k = np.flatnonzero(-(-(cum - row) // g) * g < cum)
         s.append(edges[k])
         ge.append(total - (cum[k] - row[k]))                           # #{x >= e_k}: bins k and above
         m.append(total)

@@ -271,8 +271,8 @@ def load_run(path: str) -> Run:
     check(mode == "fixed", f"{path}: predictions need a fixed-n run (mode fixed)")
     p_hat, correct, radius = [], [], []
     for line, row, _, sel, est in checked:
-        a = int(sel.argmax())                      # as certificates._top: ties go to the lowest class
-        p_hat.append(est[a] / est.sum())
+        a = sel.top()                              # as certificates._top: ties go to the lowest class
+        p_hat.append(est[a] / int(row["samples"]))
         correct.append(a == int(row["label"]))
         radius.append(parse_float(row["radius"], f"{path} line {line}", "radius", 0) * (row["correct"] == "1"))
     return Run(np.array(p_hat), np.array(correct), _n(n), n0, check_alpha(alpha), noise, norm, float(np.mean(radius)))

@@ -5,20 +5,21 @@ line (an interrupted write) is cut off, rows already there are checked (every fi
 them), kept and skipped, and rows made with other settings, data or model, or corrupted, are refused (naming
 the line) rather than mixed in. The file is created only when its first row is
 ready, so a run that fails its checks leaves no file behind. A run holds an exclusive lock on its results file
-for its whole life, so two runs can never write one file.
+for its whole life (filelock.py), so two runs can never write one file.
+What a row makes a reader allocate is bounded by its own text: counts stay sparse (`Counts`, made dense a chunk
+of rows at a time), a histogram has the bins smoothcert writes, per-class scores are allocated once all are there.
 """
 from __future__ import annotations
 
 import datetime
 import os
-import socket
-import sys
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .errors import SmoothcertError, check
+from .filelock import SUFFIX, FileLock
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
                    "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model",
@@ -39,59 +40,15 @@ def confidence_columns(thresholds) -> tuple[str, ...]:
 
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
 MAX_COUNT = 2 ** 62              # counts and sample sizes stay far inside int64
-
-
-class FileLock:
-    """An exclusive lock on `path` while a run writes it: the lock file `path.lock`, held with flock (the kernel
-    drops it when the process dies, so even kill -9 leaves no stale lock) and holding the holder's pid, host and
-    command for the message another run gets. Where flock does not exist (Windows) nothing is locked."""
-
-    def __init__(self, path: str):
-        self.path, self.lock, self.fd = path, f"{path}.lock", None
-
-    def acquire(self) -> "FileLock":
-        try:
-            import fcntl
-        except ImportError:                       # pragma: no cover - not POSIX
-            return self
-        while True:
-            fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 500, 0).decode("utf-8", "replace").strip() or "another process"
-                os.close(fd)
-                raise SmoothcertError(f"{self.path} is being written by another run ({holder}); wait for it to "
-                                      "end or choose another --out") from None
-            try:                                  # its last holder may have removed it between our open and lock
-                if os.stat(self.lock).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        command = " ".join(["smoothcert", *sys.argv[1:]])[:300]
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {datetime.datetime.now():%Y-%m-%d %H:%M:%S}: "
-                     f"{command}\n".encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.unlink(self.lock)                  # while still held: a waiting run then retries on a fresh file
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc):
-        self.release()
+DENSE_BYTES = 1 << 24            # dense counts are built at most this many bytes (16 MB) at a time
 
 
 def check_output_path(path: str) -> None:
-    """--out must name a regular file (or none yet) in an existing folder: not /dev/null, a folder or a link to one."""
+    """--out must name a regular file (or none yet) in an existing folder: not /dev/null, a folder or a link to one,
+    and not a name ending in .lock, the name of runs' lock files (filelock.py)."""
     parent = os.path.dirname(os.path.abspath(path))
+    check(not any(p.lower().endswith(SUFFIX) for p in (path, os.path.realpath(path))),
+          f"--out {path} ends in {SUFFIX}, the name of a run's lock file (OUT{SUFFIX}); choose another --out")
     check(os.path.isdir(parent), f"output folder does not exist: {parent}")
     check(not os.path.exists(path) or os.path.isfile(path),
           f"{path} exists and is not a regular file (a device, folder or pipe); choose a file for --out")
@@ -108,21 +65,23 @@ def encode_scores(*columns: np.ndarray) -> str:
 
 
 def parse_scores(text: str, num_classes: int, values: int, where: str, what: str) -> list[np.ndarray]:
-    """The `values` per-class float arrays of encode_scores, every class once, every value finite."""
-    out = [np.full(num_classes, np.nan) for _ in range(values)]
+    """The `values` per-class float arrays of encode_scores, every class once, every value finite (nothing
+    num_classes long is allocated before every class is there)."""
+    scores: dict[int, list[float]] = {}
     for item in filter(None, text.split(",")):
         parts = item.split(":")
         check(len(parts) == values + 1, f"{where}: {what} must be class:{':'.join(['value'] * values)} items, "
                                         f"got {item!r}")
         c = parse_int(parts[0], where, f"a class in {what}", 0, num_classes - 1)
-        check(np.isnan(out[0][c]), f"{where}: class {c} appears twice in {what}")
+        check(c not in scores, f"{where}: class {c} appears twice in {what}")
         try:
-            for v, part in zip(out, parts[1:]):
-                v[c] = float(part)
+            scores[c] = [float(part) for part in parts[1:]]
         except ValueError:
             raise SmoothcertError(f"{where}: {what} must hold numbers, got {item!r}") from None
-    check(all(np.all(np.isfinite(v)) for v in out), f"{where}: {what} must give finite values for all "
-                                                     f"{num_classes} classes")
+    complete = len(scores) == num_classes     # every class there: only now is anything num_classes long made
+    out = [np.array([scores[c][i] for c in range(num_classes)]) for i in range(values)] if complete else []
+    check(complete and all(np.all(np.isfinite(v)) for v in out), f"{where}: {what} must give finite values for "
+                                                                 f"all {num_classes} classes")
     return out
 
 
@@ -226,15 +185,16 @@ class ResultsWriter:
 def write_all(path: str, columns: tuple[str, ...], rows: Iterable[Mapping[str, object]]) -> None:
     """Write a whole results file at once, atomically (used by re-certification): the caller holds its lock."""
     tmp = f"{path}.{os.getpid()}.tmp"
+    f = open(tmp, "x", newline="")              # created here (O_EXCL): never a file or link already there
     try:
-        with open(tmp, "w", newline="") as f:
+        with f:
             f.write("\t".join(columns) + "\n")
             for row in rows:
                 f.write("\t".join(str(row[c]) for c in columns) + "\n")
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException:
+        os.unlink(tmp)                          # ours
+        raise
 
 
 def read_table(path: str, columns: Iterable[str], *, resuming: bool = False) -> list[tuple[int, dict[str, str]]]:
@@ -273,17 +233,55 @@ def parse_int(text: str, where: str, what: str, low: int = 0, high: int = MAX_CO
     return value
 
 
-def parse_counts(text: str, num_classes: int, total: int, where: str, what: str) -> np.ndarray:
-    """Sparse counts 'class:count,...' checked: classes in range and given once, counts >= 1, summing to `total`."""
-    counts = np.zeros(num_classes, dtype=np.int64)
+@dataclass(frozen=True, eq=False)
+class Counts:
+    """Sparse class counts of one row, as the file stores them: the classes present (increasing) and their
+    counts, out of `size` classes. A row's few bytes can claim 10^6 classes, so nothing `size` long is built
+    per row: `dense` builds a chunk of rows at a time."""
+    classes: np.ndarray     # (m,) int64, increasing
+    values: np.ndarray      # (m,) int64, each >= 1
+    size: int
+
+    def top(self) -> int:
+        """The class with the most counts, ties to the lowest (0 when none): the dense counts' argmax."""
+        return int(self.classes[self.values.argmax()]) if self.values.size else 0
+
+    def __getitem__(self, c: int) -> int:
+        i = int(np.searchsorted(self.classes, c))
+        return int(self.values[i]) if i < self.classes.size and self.classes[i] == c else 0
+
+
+def dense(rows: Sequence[Counts]) -> np.ndarray:
+    """(len(rows), K) int64 counts of rows of one size K: a chunk from `in_chunks`."""
+    out = np.zeros((len(rows), rows[0].size if rows else 0), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, row.classes] = row.values
+    return out
+
+
+def in_chunks(items: Sequence, num_classes: int) -> Iterator[Sequence]:
+    """`items` (rows of num_classes classes) in consecutive slices whose (slice, num_classes) dense arrays of
+    8-byte values fit in DENSE_BYTES, at least one row each."""
+    step = max(1, DENSE_BYTES // (8 * num_classes))
+    for i in range(0, len(items), step):
+        yield items[i:i + step]
+
+
+def parse_counts(text: str, num_classes: int, total: int, where: str, what: str) -> Counts:
+    """Sparse counts 'class:count,...' checked: classes in range and given once, counts >= 1, summing (exactly,
+    in Python integers) to `total`."""
+    counts: dict[int, int] = {}
     for item in filter(None, text.split(",")):
         c, sep, k = item.partition(":")
         check(sep == ":", f"{where}: {what} must be class:count pairs, got {item!r}")
         c = parse_int(c, where, f"a class in {what}", 0, num_classes - 1)
-        check(counts[c] == 0, f"{where}: class {c} appears twice in {what}")
+        check(c not in counts, f"{where}: class {c} appears twice in {what}")
         counts[c] = parse_int(k, where, f"a count in {what}", 1)
-    check(int(counts.sum()) == total, f"{where}: {what} sum to {int(counts.sum())}, not to the row's {total} samples")
-    return counts
+    check(sum(counts.values()) == total, f"{where}: {what} sum to {sum(counts.values())}, not to the row's {total} "
+                                         "samples")
+    classes = sorted(counts)
+    return Counts(np.array(classes, dtype=np.int64), np.array([counts[c] for c in classes], dtype=np.int64),
+                  num_classes)
 
 
 def _check_settings(where: str, row: dict) -> tuple[str, float, float]:
@@ -310,7 +308,7 @@ def parse_float(text: str, where: str, what: str, low: float = -np.inf, high: fl
     return value
 
 
-def check_certify_row(path: str, line: int, row: dict) -> tuple[tuple, np.ndarray, np.ndarray]:
+def check_certify_row(path: str, line: int, row: dict) -> tuple[tuple, Counts, Counts]:
     """((noise, scale, alpha), selection counts, estimation counts) of one certify row, every field checked:
     counts summing to n0 and to the row's samples (= n for a fixed-n row, <= n for an adaptive one)."""
     where = f"{path} line {line}"
@@ -333,12 +331,12 @@ def check_soft_row(path: str, line: int, row: dict) -> tuple[tuple, tuple, tuple
     samples)), the certify fields checked by `check_certify_row` and the scores of every class finite."""
     key, c0, c1 = check_certify_row(path, line, row)
     where = f"{path} line {line}"
-    s0, = parse_scores(row["scores_selection"], len(c1), 1, where, "scores_selection")
-    s1, q1 = parse_scores(row["scores"], len(c1), 2, where, "scores")
+    s0, = parse_scores(row["scores_selection"], c1.size, 1, where, "scores_selection")
+    s1, q1 = parse_scores(row["scores"], c1.size, 2, where, "scores")
     return key, (c0, s0), (c1, s1, q1, int(row["samples"]))
 
 
-def check_predict_row(path: str, line: int, row: dict) -> np.ndarray:
+def check_predict_row(path: str, line: int, row: dict) -> Counts:
     """The class counts of one predict row, every field checked: counts summing to n, a p-value in [0, 1]."""
     where = f"{path} line {line}"
     parse_int(row["idx"], where, "idx")
@@ -357,14 +355,15 @@ class ConfidenceRow:
     alpha: float
     n: int
     num_thresholds: int
-    histogram: np.ndarray    # (bins,) counts summing to n
+    histogram: Counts        # over confidence.BINS bins, summing to n
     measure_sum: float
 
 
 def check_confidence_row(path: str, line: int, row: dict) -> ConfidenceRow:
-    """One certified-confidence row, every field checked: a known measure, the histogram summing to n, the
-    measure's sum possible for n samples, selection counts summing to n0, radii finite and >= 0."""
-    from .confidence import MEASURES
+    """One certified-confidence row, every field checked: a known measure, the histogram (on the bins smoothcert
+    writes) summing to n, the measure's sum possible for n samples, selection counts summing to n0, radii finite
+    and >= 0."""
+    from .confidence import BINS, MEASURES
     where = f"{path} line {line}"
     parse_int(row["idx"], where, "idx")
     _, scale, alpha = _check_settings(where, row)
@@ -375,8 +374,9 @@ def check_confidence_row(path: str, line: int, row: dict) -> ConfidenceRow:
     low, high = MEASURES[measure]
     n0, n = parse_int(row["n0"], where, "n0", 0), parse_int(row["n"], where, "n", 1)
     num_thresholds = parse_int(row["num_thresholds"], where, "num_thresholds", 1)
-    bins = parse_int(row["bins"], where, "bins", 1, 1 << 24)
-    hist = parse_counts(row["histogram"], bins, n, where, "histogram")
+    check(row["bins"] == str(BINS), f"{where}: bins must be {BINS} (the histogram smoothcert writes), got "
+                                    f"{row['bins']!r}")
+    hist = parse_counts(row["histogram"], BINS, n, where, "histogram")
     total = parse_float(row["measure_sum"], where, "measure_sum")
     check(low * n - 1e-6 <= total <= high * n + 1e-6, f"{where}: measure_sum {total} is impossible for {n} samples")
     parse_counts(row["counts_selection"], k, n0, where, "counts_selection")

@@ -13,7 +13,9 @@ import torch
 from tqdm import tqdm
 
 from . import certificates
+from .bounds.margin import MAX_N as MAX_EXACT_N
 from .errors import SmoothcertError, check, check_count
+from .filelock import writer_of
 from .noises import NOISES
 from .results import (
     CERTIFY_COLUMNS,
@@ -30,9 +32,11 @@ from .results import (
     check_confidence_row,
     check_output_path,
     check_soft_row,
+    dense,
     encode_counts,
     format_float,
     format_time,
+    in_chunks,
     read_table,
     write_all,
 )
@@ -142,6 +146,8 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
         job = (Job("certify_many", (n0, ns[0], alpha, batch_size), {**kw, "certificate": spec.name}) if len(ns) == 1
                else Job("certify_nested", (n0, ns, alpha, batch_size), {**kw, "certificate": spec.name}))
     sizes = [n_max] if n_max is not None else ns
+    check(spec.name != "exact-margin" or max(sizes) <= MAX_EXACT_N, f"exact-margin takes memory in proportion to n: "
+                                                                    f"at most {MAX_EXACT_N:,} samples")
     paths = [out] if len(sizes) == 1 else nested_paths(out, sizes)
     soft = spec.statistic == "scores" and target_radius is None and n_max is None
     sinks = [(path, {"certificate": name, "norm": norm, **common, "n": str(size), "mode": mode},
@@ -173,11 +179,14 @@ def recertify(path: str, certificate: str | None, out: str, norm: str | None = N
     layout to `out` atomically: a certify file with another `certificate` (hard ones from the votes; soft ones
     from the stored scores of a soft file), or a certified-confidence file at other `thresholds` /
     `num_thresholds`. Every row is checked first (counts summing to the row's n0 and samples, classes in
-    range, each input once), and a refusal names the line. Returns the number of rows."""
+    range, each input once), and a refusal names the line. Returns the number of rows. It locks only `out`: the
+    input is read without creating anything beside it, refused only while a run is writing it."""
     check_output_path(out)
     check(overwrite or not os.path.exists(out), f"{out} exists; choose another --out (or --force to replace it)")
     same = os.path.exists(out) and os.path.samefile(path, out)
-    with FileLock(path), (contextlib.nullcontext() if same else FileLock(out)):   # neither is being written
+    with FileLock(out):
+        holder = None if same else writer_of(path)
+        check(holder is None, f"{path} is being written by another run ({holder}); wait for it to end")
         with open(path, "rb") as f:
             header = f.readline().decode("utf-8", "replace").rstrip("\n").split("\t")
         if "histogram" in header:
@@ -212,8 +221,8 @@ def _recertify_rows(path, certificate, norm, soft: bool):
         check(not row["mode"].startswith("target"), f"{path} line {line}: a row certified with early stopping "
               f"(mode {row['mode']}) cannot be re-certified: its samples were drawn until a data-dependent "
               "stop, where a fixed-n bound does not hold")
-        groups.setdefault(key, []).append((row, c0, c1))
-    for (noise_name, scale, alpha), members in groups.items():
+        groups.setdefault((*key, int(row["num_classes"])), []).append((line, row, c0, c1))
+    for (noise_name, scale, alpha, k), members in groups.items():
         noise = NOISES[noise_name](scale)
         spec, row_norm = certificates.resolve(certificate, noise, norm)
         if spec.statistic == "scores":
@@ -221,18 +230,23 @@ def _recertify_rows(path, certificate, norm, soft: bool):
                         f"{spec.name} to store them)")
             check(spec.name != "soft-betting", "soft-betting needs the betting capital of every sample, which is not "
                                                "stored: certify with --certificate soft-betting")
-            s0 = np.stack([m[1][1] for m in members])
-            s1, q1 = (np.stack([m[2][i] for m in members]) for i in (1, 2))
-            n = np.array([m[2][3] for m in members])
-            v = soft_certificates.CERTIFICATES[spec.name](s0, s1, q1, n, noise, alpha, row_norm)
-        else:
-            votes = (lambda m: (m[1][0], m[2][0])) if soft else (lambda m: (m[1], m[2]))
-            v = certificates.certify(spec.name, np.stack([votes(m)[0] for m in members]),
-                                     np.stack([votes(m)[1] for m in members]), noise, alpha, row_norm)
-        for j, (row, _, _) in enumerate(members):
-            row.update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),
-                       radius=format_float(v.radius[j]), correct=int(int(v.prediction[j]) == int(row["label"])),
-                       pA_lower=format_float(v.p_lower[j]), pB_upper=format_float(v.p_upper[j]))
+        if spec.name == "exact-margin":
+            for line, row, _, _ in members:
+                check(int(row["samples"]) <= MAX_EXACT_N, f"{path} line {line}: exact-margin takes memory in "
+                      f"proportion to n, and {row['samples']} samples are beyond its {MAX_EXACT_N:,}")
+        for chunk in in_chunks(members, k):     # dense (rows, classes) arrays a bounded chunk at a time
+            sel, est = [m[2] for m in chunk], [m[3] for m in chunk]
+            if spec.statistic == "scores":
+                v = soft_certificates.CERTIFICATES[spec.name](
+                    np.stack([s[1] for s in sel]), *(np.stack([e[i] for e in est]) for i in (1, 2)),
+                    np.array([e[3] for e in est]), noise, alpha, row_norm)
+            else:                               # votes: the counts, or a soft row's counts beside its scores
+                v = certificates.certify(spec.name, dense([s[0] if soft else s for s in sel]),
+                                         dense([e[0] if soft else e for e in est]), noise, alpha, row_norm)
+            for j, (_, row, _, _) in enumerate(chunk):
+                row.update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),
+                           radius=format_float(v.radius[j]), correct=int(int(v.prediction[j]) == int(row["label"])),
+                           pA_lower=format_float(v.p_lower[j]), pB_upper=format_float(v.p_upper[j]))
     return columns, [row for _, row in table]
 
 
@@ -257,7 +271,7 @@ def _reconfidence(path, thresholds, num_thresholds):
         check(c.measure == checked[0][2].measure, f"{path} line {line}: measure {c.measure} differs from line "
               f"{checked[0][0]}'s {checked[0][2].measure}; one measure per file")
         k = c.num_thresholds if num_thresholds is None else num_thresholds
-        cdf = conf.cdf_radius(conf.layers_from_histogram(c.histogram[None], c.measure, k), np.array(levels),
+        cdf = conf.cdf_radius(conf.layers_from_histogram(dense([c.histogram]), c.measure, k), np.array(levels),
                               c.scale, c.alpha)[0]
         base = conf.baseline_radius(np.array([c.measure_sum]), c.n, np.array(levels), c.scale, c.alpha,
                                     c.measure)[0]

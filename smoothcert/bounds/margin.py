@@ -22,6 +22,7 @@ _TIE_TOL = 1e-12       # θ̂ >= θ̃ − _TIE_TOL counts as ">=": float ties go
 _P_SLACK = 1e-12       # a is certified infeasible only if P + _P_SLACK <= alpha: absorbs rounding in P
 _A_TOL = 1e-12         # width of the final bracket on a*(s); only its LOWER end enters the bound
 _WINDOW_SD = 8.0       # X_A is summed over n*a ± (8 sd + 10) (mass outside < 1e-13), added whole: over-estimates P
+MAX_N = 10 ** 7        # the inversion holds arrays of n + 1 floats (32 bytes a sample: 320 MB and ~12 s at the cap)
 _MAX_S_POINTS = 150    # cap on the splits s at which a*(s) is solved; the bound stays valid when it stops early
 _STAIRS = 1024         # steps of the staircase that minimises the explicit bound in _refined_lower
 _DERIV_SLACK = 1e-9    # relative: the bound on ∂P/∂a is raised and that on −∂P/∂s lowered against pmf rounding
@@ -188,6 +189,8 @@ def exact_margin_lower(x_a: int, x_b: int, x_rest: int, alpha: float, h: str = "
               f"{name} must be an integer >= 0, got {value!r}")
     x_a, x_b, x_rest = int(x_a), int(x_b), int(x_rest)
     check(x_a + x_b + x_rest >= 1, "x_a + x_b + x_rest (the number of samples) must be >= 1, got 0")
+    check(x_a + x_b + x_rest <= MAX_N, f"the exact margin bound takes memory in proportion to the number of samples: "
+                                       f"at most {MAX_N:,}, got {x_a + x_b + x_rest:,}")
     alpha = check_alpha(alpha)
     check(h in ("probit", "identity"), f"h must be 'probit' or 'identity', got {h!r}")
     check(isinstance(tol, (int, float)) and tol > 0, f"tol must be > 0, got {tol!r}")
