@@ -5,32 +5,27 @@ normalisation, as Cohen et al. do: every built-in architecture starts with its o
 saved model carries its normalisation with it.
 
 Model specs accepted by `load_model`:
-    model.pt2                       a `torch.export` program (the current PyTorch format)
+    model.pt2                       a `torch.export` program (the current PyTorch format), checked and loaded by
+                                    smoothcert.pt2guard
     model.pt                        a TorchScript file (torch.jit is deprecated, but old files still load)
     package.module:factory          a callable returning an nn.Module, with --weights state_dict.pt
     digits-cnn | cifar-resnet20     a built-in architecture, with --weights state_dict.pt
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
-import importlib.util
-import io
-import json
-import logging
 import os
 import pickle
-import re
 import sys
 import warnings
-import zipfile
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from .errors import SmoothcertError, check, first_line
+from .pt2guard import load_program, unpickling_reason
 
 
 class Normalize(nn.Module):
@@ -107,7 +102,8 @@ def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bo
         spec: model.pt2, model.pt, package.module:factory or a built-in architecture name.
         weights: a state dict file, for a factory or an architecture.
         device: where the model goes.
-        trust: let a .pt2 unpickle arbitrary objects (it can run code); by default only tensors are unpickled.
+        trust: let torch load a .pt2 unchecked (its pickles and program can run code; see smoothcert.pt2check);
+            the archive's size bounds (smoothcert.pt2zip) hold regardless.
         arch_kwargs: passed to a built-in architecture (num_classes is read from the weights when they have it).
     """
     is_file = spec.endswith(".pt2") or not (spec in ARCHITECTURES or ":" in spec) or os.path.exists(spec)
@@ -173,188 +169,12 @@ def _check_file(path: str, what: str) -> None:
     check(os.access(path, os.R_OK), f"{what} file is not readable: {path}")
 
 
-class _Refused(Exception):
-    """An entry of a .pt2 archive needs more than the weights-only unpickler (it could run code)."""
-
-
-# What a .pt2 program's JSON may name. Beyond pickles, torch.export.load evaluates a program's symbolic shapes
-# with sympy.sympify (Python's eval), imports any module a pytree context names ("__enum__", defaultdict
-# factories), compiles its guards into Python code, and calls whatever its nodes name as targets: each is checked
-# against what torch.export writes for a model before torch sees the file.
-_TARGET = re.compile(r"torch\.ops\.(aten|prims|higher_order)\.\w+(\.\w+)?|torch\.sym_\w+|math\.\w+|_operator\."
-                     r"(getitem|add|sub|mul|truediv|floordiv|mod|pow|neg|pos|abs|eq|ne|lt|le|gt|ge|and_|or_|xor|"
-                     r"not_|invert|lshift|rshift)")
-_UNSAFE_TARGETS = ("from_file",)                                  # aten ops that read files
-_SPEC_TYPES = {None, "builtins.tuple", "builtins.list", "builtins.dict", "collections.OrderedDict",
-               "collections.namedtuple", "torch.fx.immutable_collections.immutable_list",
-               "torch.fx.immutable_collections.immutable_dict"}
-_EXPR_TOKEN = re.compile(r"\s+|\d+(\.\d+)?(e[-+]?\d+)?|'[A-Za-z]\w*'|[A-Za-z]\w*|\*\*|//|[-+*/%(),=<>!]=?")
-_EXPR_NAMES = {"Symbol", "positive", "integer", "real", "True", "False", "Integer", "Rational", "Float", "Add",
-               "Mul", "Pow", "Mod", "PythonMod", "FloorDiv", "CeilDiv", "CleanDiv", "IntTrueDiv", "FloatTrueDiv",
-               "TruncToInt", "RoundToInt", "Max", "Min", "ceiling", "floor", "Abs", "sqrt", "Eq", "Ne", "Lt", "Le",
-               "Gt", "Ge", "And", "Or", "Not", "oo", "zoo", "nan", "Identity", "ToFloat"}
-
-
-def _safe_expression(text: str) -> bool:
-    """A symbolic shape as torch.export writes it: numbers, shape symbols (s0, u3, ...), arithmetic and the sympy
-    functions above; no attribute, item or dunder access, so sympify's eval can only build an expression."""
-    pos = 0
-    while pos < len(text):
-        m = _EXPR_TOKEN.match(text, pos)
-        if m is None:
-            return False
-        word = m.group()
-        if word[0].isalpha() and word not in _EXPR_NAMES and not re.fullmatch(r"[a-z]{1,3}\d+", word):
-            return False
-        pos = m.end()
-    return True
-
-
-def _check_spec(spec, where: str) -> None:
-    """A pytree spec node (and its children): containers only, no context that imports a module."""
-    if isinstance(spec, list):                       # [protocol, node]
-        spec = spec[-1] if spec else None
-    if not isinstance(spec, dict):
-        return
-    kind = spec.get("type")
-    if kind not in _SPEC_TYPES:
-        raise _Refused(f"a pytree of type {str(kind)[:80]!r} in {where}")
-    if "__enum__" in str(spec.get("context")):
-        raise _Refused(f"an enum context in {where} (it imports a module)")
-    for child in spec.get("children_spec") or []:
-        _check_spec(child, where)
-
-
-def _check_program_json(data: bytes) -> None:
-    """Refuse (with _Refused) an archive whose JSON makes torch.export.load or the loaded module run code."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        members = [(name, archive.read(name)) for name in archive.namelist() if name.endswith(".json")]
-    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
-        return                                        # not an archive: torch.export.load says what is wrong
-
-    def walk(node, name):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("target", "as_operator") and isinstance(value, str):
-                    if not _TARGET.fullmatch(value) or any(op in value for op in _UNSAFE_TARGETS):
-                        raise _Refused(f"an operator {value[:80]!r} in {name}")
-                elif key == "expr_str" and isinstance(value, str) and not _safe_expression(value):
-                    raise _Refused(f"a symbolic shape {value[:80]!r} in {name} (it would be evaluated)")
-                elif key in ("in_spec", "out_spec") and isinstance(value, str):
-                    try:
-                        _check_spec(json.loads(value), name)
-                    except json.JSONDecodeError:
-                        raise _Refused(f"an unreadable pytree spec in {name}") from None
-                elif key == "guards_code" and value:
-                    raise _Refused(f"guard code in {name} (it would be compiled and run)")
-                elif key == "treespec_namedtuple_fields":
-                    continue
-                walk(value, name)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value, name)
-        elif isinstance(node, str) and "__enum__" in node:
-            raise _Refused(f"an enum context in {name} (it imports a module)")
-
-    for name, raw in members:
-        try:
-            walk(json.loads(raw), name)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            raise _Refused(f"an unreadable JSON entry {name}") from None
-
-
-@contextlib.contextmanager
-def _weights_only_unpickling(refusals: list):
-    """While torch.export.load runs: torch.load is forced to weights_only=True (tensors and plain containers
-    only) and the unrestricted unpicklers (pickle.load(s), pickle.Unpickler, torchbind's _pickle_load_obj)
-    refuse; every refusal is recorded, so one that torch catches and works around is still seen. torch.export
-    itself falls back to weights_only=False for sample inputs and unpickles pickled weights and constants
-    unrestricted: a crafted archive would otherwise run code. Importing a module not yet imported is refused too
-    unless it is torch's or sympy's (behind `_check_program_json`, which refuses the pytree contexts that ask for
-    one)."""
-    load = torch.load
-
-    def restricted(f, *args, **kwargs):
-        kwargs["weights_only"] = True
-        try:
-            return load(f, *args, **kwargs)
-        except Exception as exc:
-            refusals.append(_unpickling_reason(exc))
-            raise _Refused(refusals[-1]) from None
-
-    def refuse(*args, **kwargs):
-        refusals.append("a pickled object that is not a tensor")
-        raise _Refused(refusals[-1])
-
-    class Refusing:
-        def __init__(self, *args, **kwargs):
-            refuse()
-
-    import_module = importlib.import_module
-
-    def imported_only(name, package=None):     # a second line behind _check_program_json: only torch's own code
-        try:
-            full = importlib.util.resolve_name(name, package) if name.startswith(".") else name
-        except (ImportError, ValueError):
-            full = name
-        if full not in sys.modules and full.split(".")[0] not in ("torch", "sympy"):
-            refusals.append(f"it imports the module {full[:80]!r}")
-            raise _Refused(refusals[-1])
-        return import_module(name, package)
-
-    patches = [(torch, "load", restricted), (torch.serialization, "load", restricted), (pickle, "load", refuse),
-               (pickle, "loads", refuse), (pickle, "Unpickler", Refusing), (torch._C, "_pickle_load_obj", refuse),
-               (importlib, "import_module", imported_only)]
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    try:
-        for obj, name, value in patches:
-            setattr(obj, name, value)
-        yield
-    finally:
-        for obj, name, value in saved:
-            setattr(obj, name, value)
-
-
-@contextlib.contextmanager
-def _quiet_torch():
-    """torch.export.load logs whole tracebacks at WARNING before raising; our one-line error says it all."""
-    loggers = [logging.getLogger(n) for n in ("torch.export", "torch._export", "torch.export.pt2_archive")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.CRITICAL + 1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
 def _load_exported(path: str, trust: bool = False) -> nn.Module:
     _check_file(path, "model")
     with open(path, "rb") as f:
         data = f.read()                           # read once: what is checked is what is loaded
     check(len(data) > 0, f"model file {path} is empty")
-    refusals: list[str] = []
-    guard = contextlib.nullcontext() if trust else _weights_only_unpickling(refusals)
-    try:
-        if not trust:
-            _check_program_json(data)
-        with _quiet_torch(), guard:
-            program = torch.export.load(io.BytesIO(data))
-    except _Refused as exc:
-        refusals.append(str(exc))
-        program = None
-    except Exception as exc:
-        if not refusals:
-            raise SmoothcertError(f"cannot load {path} as a torch.export program (.pt2): {first_line(exc)}") from None
-        program = None
-    if refusals:
-        raise SmoothcertError(f"{path} holds more than plain tensors and a graph of torch operators ({refusals[0]}); "
-                              "loading it could run code, so it is refused: pass --trust-model only if you trust "
-                              "its source")
+    program = load_program(path, data, trust)
     module = program.module()
     batch = _static_batch(program)
     if batch is None:
@@ -451,7 +271,7 @@ def read_state_dict(path: str) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        why = (f"it holds pickled objects beyond tensors ({_unpickling_reason(exc)}: a whole pickled model?); save "
+        why = (f"it holds pickled objects beyond tensors ({unpickling_reason(exc)}: a whole pickled model?); save "
                "only the weights with torch.save(model.state_dict(), path)") if isinstance(exc, pickle.UnpicklingError) \
             else first_line(exc)
         raise SmoothcertError(f"cannot read weights {path} as a plain state dict: {why}") from None
@@ -484,12 +304,3 @@ def save_model(model: nn.Module, path: str, example: torch.Tensor) -> None:
     else:
         torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)
-
-
-def _unpickling_reason(exc: BaseException) -> str:
-    """What torch's weights-only unpickler refused, in a few words (its message is a page long)."""
-    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc))
-    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"[Uu]nsupported[^.\n]*", text)
-    if found:
-        return f"it needs {found.group(1)}" if found.re.pattern.startswith("GLOBAL") else found.group(0).strip()
-    return first_line(exc)[:160]

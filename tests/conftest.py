@@ -52,6 +52,19 @@ def tiny_cnn(num_classes=3, in_channels=1):
                          nn.Linear(4 * 4 * 4, num_classes))
 
 
+class WithConstant(nn.Module):
+    """A lifted tensor constant (an attribute that is neither a parameter nor a buffer) and a BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.scale = torch.tensor([1.5, 0.5, 2.0]).view(1, 3, 1, 1)
+        self.head = nn.Linear(3 * 16, 3)
+
+    def forward(self, x):
+        return self.head((self.bn(self.conv(x)) * self.scale).flatten(1))
+
+
 @pytest.fixture
 def npz_data(tmp_path):
     """A small 3-class image data set (N, 1, 4, 4) saved as .npz."""
@@ -78,6 +91,15 @@ def rows(path):
 
 def without_time(path):
     return [{k: v for k, v in r.items() if k != "time"} for r in rows(path)]
+
+
+def one_line_error(capsys, code):
+    """The one line a refused command printed (asserting exit 2 and nothing else on stderr)."""
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("smoothcert "), err
+    return lines[0]
 
 
 def certify_args(model, data, out, *extra):
