@@ -64,6 +64,7 @@ MAX_ATOMS = 1 << 18         # table size limit (sigma_u / h up to about 13,000)
 MAX_DIMS = 1 << 24          # coordinates per input that `tv` covers
 GRID_TOLERANCE = 2.0 ** -10  # an input within this many grid steps of k / grid is read as k / grid
 SIGNIFICAND = {torch.float32: 24, torch.float64: 53}
+CHUNK = 1 << 20             # coordinates drawn per random_() call
 
 
 @dataclass(frozen=True)
@@ -259,13 +260,12 @@ class SoundGaussian(_Noise):
         through the alias table (module docstring)."""
         check(out.dtype in SIGNIFICAND, f"float-sound noise is drawn in float32 or float64, not {out.dtype}")
         packed, values = _device_tables(self.sigma, self.grid, self.bits, out.device, out.dtype)
-        u = torch.empty(out.numel(), dtype=torch.int64, device=out.device).random_(generator=generator)
-        atom = lookup(u, packed, RANDOM_BITS - self._table.column_bits)
-        if out.is_contiguous():
-            torch.index_select(values, 0, atom, out=out.view(-1))
-        else:
-            out.copy_(values[atom].view(out.shape))
-        return out
+        flat = out.view(-1) if out.is_contiguous() else torch.empty(out.numel(), dtype=out.dtype, device=out.device)
+        for start in range(0, flat.numel(), CHUNK):          # bounded int64 temporaries (5 of CHUNK elements)
+            part = flat[start:start + CHUNK]
+            u = torch.empty(part.numel(), dtype=torch.int64, device=out.device).random_(generator=generator)
+            torch.index_select(values, 0, lookup(u, packed, RANDOM_BITS - self._table.column_bits), out=part)
+        return out if flat.data_ptr() == out.data_ptr() else out.copy_(flat.view(out.shape))
 
     # -- the certificate's side (module docstring, steps 2-3) ----------------------------------------------------
     def radius(self, p_a, norm: str = "l2"):

@@ -328,3 +328,13 @@ def test_float_sound_api():
     assert "float-sound" in noise.describe() and noise != Gaussian(0.25)
     assert SoundGaussian(0.25, 16).bits == 1 and SoundGaussian(0.05, 255).bits == 0 and SoundGaussian(0.01, 255).bits == 2
     assert SoundGaussian(0.001, 255).bits == 5
+
+
+def test_sampling_in_chunks_and_into_strided_buffers():
+    """A buffer larger than one chunk and a non-contiguous one get the same law and the same seed -> same values."""
+    noise = SoundGaussian(0.25, 255)
+    big = noise.sample(torch.empty(3, 1 << 19), torch.Generator().manual_seed(9))
+    again = noise.sample(torch.empty(3, 1 << 19), torch.Generator().manual_seed(9))
+    assert torch.equal(big, again) and float(big.std()) == pytest.approx(63.75, rel=0.01)
+    strided = noise.sample(torch.empty(1000, 2)[:, 0], torch.Generator().manual_seed(4))
+    assert torch.equal(strided, noise.sample(torch.empty(1000), torch.Generator().manual_seed(4)))
