@@ -145,7 +145,8 @@ def law(device: torch.device) -> dict:
 def report(rows) -> None:
     for r in rows:
         if r["part"] == "speed":
-            print(f"speed  {r['model']:<15} {r['device']:<5} ({r['clock']}) n={r['n']:<6} batch={r['batch']:<5} default "
+            print(f"speed  {r['model']:<15} {r['device']:<5} ({r['clock']}) n={r['n']:<6} batch={r['batch']:<5} "
+                  f"default "
                   f"{r['default']:>10,.0f}/s  float-sound {r['sound']:>10,.0f}/s  ratio {100 * r['ratio']:5.1f} % "
                   f"({100 * min(r['ratios']):.1f}-{100 * max(r['ratios']):.1f}; target >= 90 %)")
         elif r["part"] == "accuracy":
@@ -158,7 +159,8 @@ def report(rows) -> None:
             print(f"  difference   {' '.join(f'{100 * (b - a):+5.1f}' for a, b in zip(d['accuracy'], s['accuracy']))}"
                   f"   ACR {100 * (s['acr'] / d['acr'] - 1):+.2f} %  (targets: 0.5 points, 1 %)")
         elif r["part"] == "attack":
-            print(f"attack {r['sampler']:<12} {r['device']:<5} false certificates {r['false']}/{r['covering']} covering certificates "
+            print(f"attack {r['sampler']:<12} {r['device']:<5} false certificates {r['false']}/{r['covering']} "
+                  f"covering certificates "
                   f"({r['trials']} seeds; x_adv at l2 distance {r['distance']:.3f}, n = {r['n']})")
         else:
             print(f"law    {r['device']:<5} chi-square p = {r['chi2_pvalue']:.3g} over {r['draws']:,} draws; "

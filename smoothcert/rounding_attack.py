@@ -13,10 +13,12 @@ is never 1 near the gray image x' = c (every coordinate), and almost always 1 ne
 the input has enough coordinates: CIFAR-sized inputs (3072) at sigma = 0.25 see about 30 such coordinates per
 sample. Default sampling certifies class 1 at x with pA ~ 1 (radius sigma Phi^-1(pA_lower), 0.80 at
 n = 10,000), yet the smoothed classifier at x' = 2/255 everywhere, at l2 distance 2/255 sqrt(3072) = 0.43, is 0.
-One coordinate alone carries too little (about 0.01 per sample) to flip a certificate at such distances:
-the attack needs the many coordinates of an image (or, as in the paper's 1-D example, noise narrower than the
-arithmetic it is added in, which smoothcert never does). Float-sound sampling (smoothcert.sound) adds noise
-exactly in grid units, so the model sees a function of the exact x + delta and f reads nothing (the tests).
+One coordinate alone carries little: the pattern shows only where fl(c + delta) cancels below c/2, with
+probability of order c/sigma (0.01 a sample here), too little in our analysis to fake a certificate at
+distances like the paper's 0.8 in one dimension; the attack needs the many coordinates of an image. (The paper's
+own 1-D construction could not be checked: only its abstract and introduction were available to us.)
+Float-sound sampling (smoothcert.sound) adds noise exactly in grid units, so the model sees a function of the
+exact x + delta and f reads nothing it could not read from that point (the tests).
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ Why: Cohen et al.'s certificate (Thm 1) is a statement about x + eps with eps ~ 
 arithmetic. The engine computes fl(x + fl(eps)), which is not a function of x + eps alone, so a base classifier
 can read the rounding pattern and tell noise added to x from noise added to x' (smoothcert.rounding_attack).
 
-Design (the paper's remedy, in integer form; the authors' certifier.py draws the same rounded normal):
+Design (the paper's remedy, in integer form; the authors' certifier.py draws the same rounded normal; the
+paper's text past its introduction was not available to us, so no equation of it is cited here):
   * Inputs lie on a declared grid k / `grid` (8-bit images: grid 255; scikit-learn digits: 16). The engine works
     in *grid units*: `encode` turns x into the integers k (refusing an input off its grid), the noise is drawn in
     grid units on the finer grid of steps h = 2^-bits, and `decode` gives the model (x_u + delta_u) / grid. The
@@ -32,10 +33,11 @@ The certificate (proof; step numbers are referred to in the code):
      x + Q(eps) (rounding commutes with shifts by grid vectors), so P(f~(x + eps) = c) = P(f(x + delta) = c)
      with delta the rounded normal above: sampling f(x + delta) samples the *continuous* Gaussian smoothing
      g~ of the fixed classifier f~.
-  2. Cohen et al. 2019, Thm 1 (their eq. 3 with p_B = 1 - p_A for CERTIFY; 000 eq. 3 for the margin form) holds
-     for every base classifier, so for f~: if P(A) >= p_A and max_{c != A} P(c) <= p_B, then g~(x') = A for
-     every real x' with ||x' - x||_2 < sigma/2 (Phi^-1(p_A) - Phi^-1(p_B)). For x' on the input grid, g~(x') is
-     exactly what this noise samples at x'.
+  2. Cohen et al. 2019, Thm 1 (with p_B = 1 - p_A for CERTIFY; 000 eq. 3 for the margin form) holds for every
+     base classifier, so for f~: if P(A) >= p_A and max_{c != A} P(c) <= p_B, then g~(x') = A for every real
+     x' with ||x' - x||_2 < sigma_u/2 (Phi^-1(p_A) - Phi^-1(p_B)) in grid units, i.e. sigma/2 (...) in input
+     units (distances and sigma both scale by grid). For x' on the input grid, g~(x') is exactly what this
+     noise samples at x' (up to step 3's tv).
   3. The engine draws q, not p. With d coordinates per input, TV(q^d, p^d) <= d TV(q, p) <= `tv`, computed as
      max_dims * TV(q, p) (exact mpmath sum, rounded up), so |P_q(E) - P_p(E)| <= tv for every event E. A
      (1 - alpha) lower bound L on P_q(A) is a (1 - alpha) lower bound L - tv on P_p(A), and an upper bound U
@@ -132,9 +134,10 @@ def build_table(sigma: float, grid: int, bits: int) -> Table:
     with mpmath.workdps(50):
         z = mpmath.mpf(sigma) * grid * mpmath.ldexp(1, bits)        # sigma in noise steps, exactly
         half = int(mpmath.ceil(TAIL * z))
-        check(2 * half + 1 <= MAX_ATOMS, f"the float-sound table for sigma = {sigma:g} on noise steps of 2^-{bits}/{grid} "
-                                         f"would need {2 * half + 1:,} atoms, more than {MAX_ATOMS:,} "
-                                         f"({'use fewer noise bits' if bits else 'sigma is too large'})")
+        check(2 * half + 1 <= MAX_ATOMS,
+              f"the float-sound table for sigma = {sigma:g} on noise steps of 2^-{bits}/{grid} would need "
+              f"{2 * half + 1:,} atoms, more than {MAX_ATOMS:,} "
+              f"({'use fewer noise bits' if bits else 'sigma is too large'})")
         above = [mpmath.ncdf(-(j - mpmath.mpf(1) / 2) / z) for j in range(1, half + 2)]   # P(eps > (j - 1/2) h)
         tail = [int(mpmath.nint(mpmath.ldexp(a, RANDOM_BITS))) for a in above[:-1]] + [0]
         side = [tail[i] - tail[i + 1] for i in range(half)]          # c_j, j = 1..J (c_J takes the tail beyond)
@@ -206,8 +209,8 @@ class SoundGaussian(_Noise):
         check(isinstance(self.bits, int) and not isinstance(self.bits, bool) and 0 <= self.bits <= 48,
               f"noise bits must be an integer in [0, 48] (step 2^-bits grid units), got {self.bits!r}")
         check(2.0 ** -self.bits <= self.sigma * self.grid / STEPS_PER_SIGMA,
-              f"sigma = {self.sigma:g} is too small for a noise step of 2^-{self.bits}/{self.grid}: the step must be at "
-              f"most sigma/{STEPS_PER_SIGMA} (use bits >= {auto_bits(self.sigma, self.grid)})")
+              f"sigma = {self.sigma:g} is too small for a noise step of 2^-{self.bits}/{self.grid}: the step must be "
+              f"at most sigma/{STEPS_PER_SIGMA} (use bits >= {auto_bits(self.sigma, self.grid)})")
         table = build_table(self.sigma, self.grid, self.bits)
         object.__setattr__(self, "_table", table)
         object.__setattr__(self, "_gaussian", Gaussian(self.sigma))
@@ -240,15 +243,15 @@ class SoundGaussian(_Noise):
         check(off <= GRID_TOLERANCE, f"an input is off its grid: a value lies {off:.3g} grid steps from the nearest "
                                      f"k/{self.grid} (float-sound sampling certifies inputs on the declared grid)")
         dims = x[0].numel() if x.dim() >= 1 else 1
-        check(dims <= self.max_dims, f"inputs have {dims:,} coordinates, more than the {self.max_dims:,} the float-sound "
-                                     "noise covers (raise max_dims)")
+        check(dims <= self.max_dims, f"inputs have {dims:,} coordinates, more than the {self.max_dims:,} the "
+                                     "float-sound noise covers (raise max_dims)")
         top = int(k.abs().max())
         need = top * (1 << self.bits) + self._table.half
         p = SIGNIFICAND[x.dtype]
         check(need <= 1 << p, f"x + noise cannot be exact in {str(x.dtype).replace('torch.', '')}: inputs up to "
-                              f"{top}/{self.grid} plus noise up to {self._table.half * self.step:g} grid steps on steps "
-                              f"of 2^-{self.bits} need {need.bit_length()} significant bits, it has {p} (use float64 "
-                              "or fewer noise bits)")
+                              f"{top}/{self.grid} plus noise up to {self._table.half * self.step:g} grid steps on "
+                              f"steps of 2^-{self.bits} need {need.bit_length()} significant bits, it has {p} (use "
+                              "float64 or fewer noise bits)")
         return k.to(x.dtype)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -278,7 +281,8 @@ class SoundGaussian(_Noise):
                                             np.minimum(np.asarray(p_b, dtype=np.float64) + self.tv, 1.0), norm)
 
     def describe(self) -> str:
-        return f"gaussian(sigma={self.sigma:g}, float-sound: inputs k/{self.grid}, noise step 2^-{self.bits}/{self.grid})"
+        return (f"gaussian(sigma={self.sigma:g}, float-sound: inputs k/{self.grid}, "
+                f"noise step 2^-{self.bits}/{self.grid})")
 
 
 def float_sound(noise, grid: int | None, bits: int | None = None) -> SoundGaussian:
