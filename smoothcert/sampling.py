@@ -142,6 +142,8 @@ class Sampler:
     def _run(self, inputs, requests, statistics, on_batch) -> list:
         if inputs.device != self.device or inputs.dtype != self.noise_dtype:
             inputs = inputs.to(self.device, self.noise_dtype)
+        if hasattr(self.noise, "encode"):     # float-sound noise (smoothcert.sound): inputs to exact grid units
+            inputs = self.noise.encode(inputs)
         streams = [r.stream if isinstance(r.stream, Stream) else Stream(r.stream) for r in requests]
         # the bookkeeping is built with numpy: a call for one input is dominated by small-op overheads
         sizes = np.array([r.k for r in requests], dtype=np.int64)
@@ -242,6 +244,8 @@ class Sampler:
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.noise, "decode"):     # float-sound: grid units -> model input, part of the base classifier
+            x = self.noise.decode(x)
         if x.dtype != self.dtype:
             x = x.to(self.dtype)                    # the cast is part of the base classifier: sound
         try:
@@ -528,6 +532,8 @@ def check_compiled(eager, compiled, xs: torch.Tensor, noise, rows: int, device, 
     device = torch.device(device)
     wide = torch.promote_types(dtype, torch.float32)
     first = xs[:inputs].to(device, wide)
+    encode, decode = getattr(noise, "encode", None), getattr(noise, "decode", None)   # float-sound, as the Sampler
+    first = encode(first) if encode else first
     centre = first.repeat_interleave(math.ceil(rows / len(first)), dim=0)[:rows]
     gen = torch.Generator(device=device).manual_seed(0)     # not the certify streams: this check uses no seed of theirs
 
@@ -541,7 +547,8 @@ def check_compiled(eager, compiled, xs: torch.Tensor, noise, rows: int, device, 
         return out.argmax(dim=1), time.perf_counter() - t0
 
     with torch.inference_mode():
-        batch = noise.sample(torch.empty_like(centre), gen).add_(centre).to(dtype)
+        batch = noise.sample(torch.empty_like(centre), gen).add_(centre)
+        batch = (decode(batch) if decode else batch).to(dtype)
         try:
             votes, seconds = timed(compiled)
         except Exception as exc:  # a compiler error is long and multi-line; its first line names it
