@@ -15,7 +15,7 @@ class DnCNN(nn.Module):
     The last convolution starts at zero, so an untrained DnCNN is the identity and training starts from "no
     denoising" (Salman et al.'s code does the same; the other convolutions are initialised orthogonally)."""
 
-    def __init__(self, channels: int = 1, depth: int = 5, width: int = 32):
+    def __init__(self, channels: int = 1, depth: int = 5, width: int = 16):
         super().__init__()
         check_count("DnCNN channels", channels)
         check_count("DnCNN depth", depth, 2)
@@ -36,9 +36,10 @@ class DnCNN(nn.Module):
         return x - self.body(x)
 
 
-def dncnn(channels: int = 1, depth: int = 5, width: int = 32) -> DnCNN:
-    """A DnCNN; the defaults suit the built-in 8x8 one-channel digits (about 29k parameters). For CIFAR-sized
-    inputs Salman et al. use dncnn(3, depth=17, width=64)."""
+def dncnn(channels: int = 1, depth: int = 5, width: int = 16) -> DnCNN:
+    """A DnCNN; the defaults suit the built-in 8x8 one-channel digits (7,300 parameters; its forward pass costs less
+    than twice the digits CNN's, and width 16 runs several times faster on a CPU than 24 or 32).
+    For CIFAR-sized inputs Salman et al. use dncnn(3, depth=17, width=64)."""
     return DnCNN(channels, depth, width)
 
 
