@@ -166,6 +166,16 @@ def test_stability_training_leaves_the_classifier_frozen():
     assert [log.objective for log in logs] == ["mse", "stability"] and [log.epoch for log in logs] == [1, 2]
 
 
+def test_the_checks_before_training_leave_the_denoiser_unchanged(monkeypatch):
+    import smoothcert.denoise.training as training
+    monkeypatch.setattr(training, "_epoch", lambda *a: training.DenoiserEpochLog(a[-1], 0.0, 0.0, 0.0))
+    d = dncnn(depth=3, width=8)
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    train_denoiser(d, build("digits-cnn"), torch.rand(8, 1, 8, 8) * 5, torch.zeros(8, dtype=torch.long),
+                   Gaussian(0.25), epochs=1)
+    assert all(torch.equal(before[k], v) for k, v in d.state_dict().items())     # batch-norm statistics too
+
+
 def test_mse_training_denoises_digits_and_is_deterministic():
     torch.manual_seed(0)
     train_set, test_set = load_data("digits", "train"), load_data("digits", "test")

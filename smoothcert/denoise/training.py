@@ -42,7 +42,7 @@ def phases(objective: str, epochs: int) -> list[tuple[str, int]]:
 
 
 def train_denoiser(denoiser: nn.Module, classifier: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *,
-                   objective: str = "mse", epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
+                   objective: str = "mse", epochs: int = 30, batch_size: int = 64, lr: float = 1e-3,
                    weight_decay: float = 0.0, seed: int = 0,
                    on_epoch: Callable[[DenoiserEpochLog], None] | None = None) -> nn.Module:
     """Train `denoiser` so that classifier(denoiser(x + noise)) classifies well; the classifier stays frozen.
@@ -69,7 +69,7 @@ def train_denoiser(denoiser: nn.Module, classifier: nn.Module, x: torch.Tensor, 
     x, y = x.to(device), y.to(device)
     eval_mode(classifier)
     probe_model(classifier, x[:2])
-    probe_denoiser(denoiser, x)
+    probe_denoiser(denoiser.eval(), x)       # in eval mode: a probe must not move batch-norm statistics
     frozen = [(p, p.requires_grad) for p in classifier.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)
