@@ -112,6 +112,11 @@ def test_a_composition_exports_to_one_pt2_and_a_denoiser_loads_from_its_specs(tm
         load_denoiser("dncnn", str(tmp_path / "rgb.pt"), channels=1)
     with pytest.raises(SmoothcertError, match="needs the smoothing sigma"):
         load_denoiser(f"diffusion:{tmp_path}")
+    (tmp_path / "broken.pt2").write_bytes(b"not a program")
+    for spec in (tmp_path / "missing.pt2", tmp_path / "broken.pt2"):    # a model file that does not load
+        with pytest.raises(SmoothcertError) as exc:
+            load_denoiser(str(spec))
+        assert str(spec) in one_line(exc)
 
 
 # -- training ----------------------------------------------------------------------------------------------------
