@@ -1,6 +1,7 @@
 """Denoised smoothing (smoothcert.denoise): the DnCNN, the composition and its shape check, denoiser training with the
 classifier frozen, the diffusion denoiser's timestep and scaling against a hand computation, loading a diffusers
 folder without any network, and the composition's certificate against its exact ground truth."""
+import json
 import math
 import os
 import socket
@@ -387,7 +388,16 @@ def test_a_diffusers_folder_is_refused_in_one_line_when_it_cannot_be_used(tmp_pa
     (tmp_path / "config.json").write_text(config.replace('"UNet2DModel"', '"UNet2DConditionModel"'))
     with pytest.raises(SmoothcertError, match="holds a UNet2DConditionModel, not a UNet2DModel"):
         load_diffusion(tmp_path, 0.25)
+    # a config that would build a UNet far larger than its weights (memory exhausted before they are read)
+    (tmp_path / "config.json").write_text(json.dumps({**json.loads(config), "block_out_channels": [1024, 2048]}))
+    with pytest.raises(SmoothcertError, match=r"config .* builds [\d,]+ parameters but its weights hold 41,609 numbers"):
+        load_diffusion(tmp_path, 0.25)
     (tmp_path / "config.json").write_text(config)
+    schedule = (tmp_path / "scheduler_config.json").read_text()
+    (tmp_path / "scheduler_config.json").write_text(json.dumps({**json.loads(schedule), "num_train_timesteps": 10**10}))
+    with pytest.raises(SmoothcertError, match="num_train_timesteps must be an integer in 1..100,000"):
+        load_diffusion(tmp_path, 0.25)
+    (tmp_path / "scheduler_config.json").write_text(schedule)
     (tmp_path / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(SmoothcertError, match="has no UNet weights"):
         load_diffusion(tmp_path, 0.25)

@@ -31,6 +31,7 @@ from ..errors import SmoothcertError, check, first_line
 from ..models import read_state_dict
 
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
+MAX_TIMESTEPS = 100_000     # a schedule is built in memory from num_train_timesteps: bounded before it is
 
 
 def noise_levels(alphas_cumprod) -> torch.Tensor:
@@ -139,17 +140,37 @@ def _read_json(path: Path, what: str) -> dict:
     return data
 
 
-def _weights(unet_dir: Path) -> bool:
-    """True for safetensors weights; False for pickled .bin weights, checked to hold plain tensors only (read with
-    torch.load(weights_only=True), as diffusers then loads them); refused when there are neither."""
-    if any(unet_dir.glob("diffusion_pytorch_model*.safetensors")) or \
-            any(unet_dir.glob("diffusion_pytorch_model*.safetensors.index.json")):
-        return True
+def _weights(unet_dir: Path) -> tuple[bool, int]:
+    """(True, numbers stored) for safetensors weights (read from their headers only); (False, numbers) for pickled
+    .bin weights, checked to hold plain tensors only (read with torch.load(weights_only=True), as diffusers then
+    loads them); refused when there are neither."""
+    files = sorted(unet_dir.glob("diffusion_pytorch_model*.safetensors"))
+    if files:
+        from safetensors import safe_open            # a dependency of diffusers
+        total = 0
+        for path in files:
+            try:
+                with safe_open(str(path), "pt") as f:
+                    total += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+            except Exception as exc:
+                raise SmoothcertError(f"cannot read the weights {path}: {first_line(exc)}") from None
+        return True, total
     bins = sorted(unet_dir.glob("diffusion_pytorch_model*.bin"))
     check(bool(bins), f"{unet_dir} has no UNet weights (diffusion_pytorch_model.safetensors)")
-    for path in bins:
-        read_state_dict(str(path))
-    return False
+    return False, sum(sum(t.numel() for t in read_state_dict(str(path)).values()) for path in bins)
+
+
+def _check_size(diffusers, config: dict, stored: int, unet_dir: Path) -> None:
+    """Refuse a config that would build a UNet larger than its weights (it would exhaust memory before loading
+    them): the model is built on the meta device (no memory) and its parameters counted."""
+    try:
+        with torch.device("meta"):
+            probe = diffusers.UNet2DModel.from_config(config)
+    except Exception as exc:
+        raise SmoothcertError(f"the UNet2DModel config in {unet_dir} is not valid: {first_line(exc)}") from None
+    needed = sum(p.numel() for p in probe.parameters())
+    check(needed <= stored, f"the UNet2DModel config in {unet_dir} builds {needed:,} parameters but its weights hold "
+                            f"{stored:,} numbers")
 
 
 def load_diffusion(path, sigma: float, data_range=(-1.0, 1.0), *, prediction_type: str | None = None,
@@ -179,16 +200,23 @@ def load_diffusion(path, sigma: float, data_range=(-1.0, 1.0), *, prediction_typ
           f"{root} has no scheduler (scheduler_config.json, or scheduler/scheduler_config.json): the timestep "
           "cannot be chosen without the noise schedule")
     sched_config = _read_json(sched_dir / "scheduler_config.json", "scheduler config")
+    steps = sched_config.get("num_train_timesteps", 1000)
+    check(isinstance(steps, int) and 1 <= steps <= MAX_TIMESTEPS,
+          f"{sched_dir / 'scheduler_config.json'}: num_train_timesteps must be an integer in 1..{MAX_TIMESTEPS:,}, "
+          f"got {str(steps)[:40]}")
     sched_name = str(sched_config.get("_class_name", ""))
     sched_cls = getattr(diffusers, sched_name, None) if sched_name.endswith("Scheduler") else None
     check(isinstance(sched_cls, type) and issubclass(sched_cls, diffusers.SchedulerMixin),
           f"{sched_dir / 'scheduler_config.json'} names no diffusers scheduler ({sched_name or 'no _class_name'})")
-    safetensors = _weights(unet_dir)
+    safetensors, stored = _weights(unet_dir)
     verbosity = diffusers.utils.logging.get_verbosity()
     diffusers.utils.logging.set_verbosity_error()    # e.g. a page on installing accelerate; errors are raised
     try:
+        _check_size(diffusers, config, stored, unet_dir)
         scheduler = sched_cls.from_pretrained(sched_dir, local_files_only=True)
         unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True, use_safetensors=safetensors)
+    except SmoothcertError:
+        raise
     except Exception as exc:
         raise SmoothcertError(f"cannot load the diffusion model in {root}: {first_line(exc)}") from None
     finally:
