@@ -10,8 +10,8 @@ n = 10,000, alpha = 0.001, one seed) and prints certified accuracy at r = 0, 0.2
 the noise-trained classifier's (target >= 80 %, aim 90 %).
 
 Throughput (benchmarks/throughput.py's method and helpers): certify samples/s of the last objective's composition
-(mse+stability by default) at sigma = 0.25 against its ceiling, the classifier's and the denoiser's forward passes back to back on the same
-pre-made batches (the composed module's forward pass); target >= 90 %.
+(mse+stability by default) at sigma = 0.25 against its ceiling, the classifier's and the denoiser's forward passes
+back to back on the same pre-made batches (the composed module's forward pass); target >= 90 %.
 
     python benchmarks/denoised.py --threads 1                  # about 25 minutes on one CPU core
     python benchmarks/denoised.py --threads 1 --limit 100 --n 1000 --sigmas 0.25    # a quick look (2 minutes)
@@ -89,7 +89,8 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         noisy, noisy_s = timed(lambda: train(build("digits-cnn"), train_set.x, train_set.y, noise,
                                              epochs=args.classifier_epochs, seed=args.seed))
-        models = [("clean classifier alone", clean, clean_s), (f"classifier trained at sigma={sigma:g}", noisy, noisy_s)]
+        models = [("clean classifier alone", clean, clean_s),
+                  (f"classifier trained at sigma={sigma:g}", noisy, noisy_s)]
         for objective in args.objectives:
             torch.manual_seed(args.seed)
             d, d_s = timed(lambda: train_denoiser(dncnn(1, args.depth, args.width), clean, train_set.x, train_set.y,

@@ -117,7 +117,8 @@ def main(argv=None) -> int:
               f"{float(((noisy - test.x) ** 2).mean()):.4f})")
         print(f"\n{'base classifier':<28} {'cert s':>7} " + " ".join(f"{'r=' + format(r, 'g'):>6}" for r in RADII)
               + f" {'ACR':>6}")
-        for name, model in (("clean classifier alone", clean), ("clean + diffusion (1 step)", Denoised(clean, denoiser))):
+        for name, model in (("clean classifier alone", clean),
+                            ("clean + diffusion (1 step)", Denoised(clean, denoiser))):
             t0 = time.perf_counter()
             certs = list(Smooth(model, Gaussian(args.sigma)).certify_many(xs, args.n0, args.n, args.alpha, 1000,
                                                                          seed=args.seed))

@@ -390,7 +390,7 @@ def test_a_diffusers_folder_is_refused_in_one_line_when_it_cannot_be_used(tmp_pa
         load_diffusion(tmp_path, 0.25)
     # a config that would build a UNet far larger than its weights (memory exhausted before they are read)
     (tmp_path / "config.json").write_text(json.dumps({**json.loads(config), "block_out_channels": [1024, 2048]}))
-    with pytest.raises(SmoothcertError, match=r"config .* builds [\d,]+ parameters but its weights hold 41,609 numbers"):
+    with pytest.raises(SmoothcertError, match=r"builds [\d,]+ parameters but its weights hold 41,609 numbers"):
         load_diffusion(tmp_path, 0.25)
     (tmp_path / "config.json").write_text(config)
     schedule = (tmp_path / "scheduler_config.json").read_text()

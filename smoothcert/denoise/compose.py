@@ -25,8 +25,8 @@ class Denoised(nn.Module):
 
     def __init__(self, classifier: nn.Module, denoiser: nn.Module):
         super().__init__()
-        check(isinstance(classifier, nn.Module), f"the classifier must be a torch.nn.Module, got {type(classifier).__name__}")
-        check(isinstance(denoiser, nn.Module), f"the denoiser must be a torch.nn.Module, got {type(denoiser).__name__}")
+        for part, name in ((classifier, "classifier"), (denoiser, "denoiser")):
+            check(isinstance(part, nn.Module), f"the {name} must be a torch.nn.Module, got {type(part).__name__}")
         self.classifier = classifier
         self.denoiser = denoiser
 
@@ -84,7 +84,7 @@ def load_denoiser(spec: str, weights: str | None = None, device="cpu", *, trust:
     check(isinstance(spec, str) and spec.strip() != "", f"a denoiser spec must be a non-empty string, got {spec!r}")
     if spec.startswith(DIFFUSION_PREFIX):
         from .diffusion import load_diffusion
-        check(weights is None, "--denoiser-weights goes with a denoiser architecture or factory, not with diffusion:DIR")
+        check(weights is None, "--denoiser-weights goes with a denoiser architecture or factory, not diffusion:DIR")
         check(sigma is not None, "a diffusion denoiser needs the smoothing sigma to pick its timestep")
         return load_diffusion(spec[len(DIFFUSION_PREFIX):], sigma, diffusion_range, device=device)
     if spec in DENOISERS:

@@ -37,7 +37,8 @@ MAX_TIMESTEPS = 100_000     # a schedule is built in memory from num_train_times
 def noise_levels(alphas_cumprod) -> torch.Tensor:
     """(1 - abar_t) / abar_t for every timestep, in float64: the variance of x_t / sqrt(abar_t) around x_0."""
     abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).detach().cpu()
-    check(abar.ndim == 1 and len(abar) > 0, f"alphas_cumprod must be a non-empty 1-d sequence, got shape {tuple(abar.shape)}")
+    check(abar.ndim == 1 and len(abar) > 0,
+          f"alphas_cumprod must be a non-empty 1-d sequence, got shape {tuple(abar.shape)}")
     check(bool(((abar > 0) & (abar <= 1)).all()), "alphas_cumprod must lie in (0, 1]")
     return (1 - abar) / abar
 
@@ -190,7 +191,8 @@ def load_diffusion(path, sigma: float, data_range=(-1.0, 1.0), *, prediction_typ
     check(root.is_dir(), f"diffusion model folder not found: {root}")
     unet_dir = root / "unet" if (root / "unet" / "config.json").is_file() else root
     sched_dir = root / "scheduler" if (root / "scheduler").is_dir() else root
-    check((unet_dir / "config.json").is_file(), f"{root} holds no diffusers model (no config.json, no unet/config.json)")
+    check((unet_dir / "config.json").is_file(),
+          f"{root} holds no diffusers model (no config.json, no unet/config.json)")
     config = _read_json(unet_dir / "config.json", "model config")
     name = config.get("_class_name")
     check(name == "UNet2DModel", f"{unet_dir} holds a {name or 'model of unknown class'}, not a UNet2DModel")
