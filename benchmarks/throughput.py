@@ -97,9 +97,12 @@ def measure_certify(smoothed: Smooth, xs: torch.Tensor, n: int, batch: int, cloc
 
 
 def bench_setting(name, device, n, batch, seconds, rounds, amp=None) -> dict:
-    shape = MODELS[name]
     torch.manual_seed(0)
-    model = build(name).to(device).eval()
+    return bench_model(build(name).to(device).eval(), name, MODELS[name], device, n, batch, seconds, rounds, amp)
+
+
+def bench_model(model, name, shape, device, n, batch, seconds, rounds, amp=None) -> dict:
+    """bench_setting for a model already built (e.g. a composition, benchmarks/denoised.py), on inputs of `shape`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")       # amp on a CPU warns that it is emulated
         smoothed = Smooth(model, Gaussian(SIGMA), device=device, amp=amp)

@@ -1,5 +1,6 @@
 """Training base classifiers under the noise they will be smoothed with (Cohen et al. 2019, §4: Gaussian
-data augmentation), with explicit randomness: the same seed gives the same model on the same machine."""
+data augmentation), or without noise (an ordinary classifier, for a denoiser to go in front of), with explicit
+randomness: the same seed gives the same model on the same machine."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from .sampling import model_device, probe_model
 class EpochLog:
     epoch: int
     loss: float
-    train_accuracy: float     # on noisy training inputs
+    train_accuracy: float     # on noisy training inputs (clean ones when trained without noise)
     seconds: float
 
 
@@ -29,7 +30,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *, epochs: 
     Args:
         model: the base classifier (its first layer should normalise; noise is added before it).
         x, y: training inputs (N, *shape) and integer labels (N,).
-        noise: the smoothing noise, e.g. Gaussian(0.25); training and certifying should use the same one.
+        noise: the smoothing noise, e.g. Gaussian(0.25); training and certifying should use the same one. None
+            trains on the clean inputs (an ordinary classifier: certify it behind a denoiser, smoothcert.denoise).
         epochs, batch_size, lr, weight_decay: optimisation settings.
         seed: seeds the shuffling and the noise.
         adversarial_step: > 0 trains on adversarial noise samples (Teng et al. §5.1 Type 2, after Salman et al.
@@ -57,7 +59,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *, epochs: 
         t0, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         for idx in torch.randperm(len(x), generator=shuffle_gen).split(batch_size):
             xb, yb = x[idx.to(device)], y[idx.to(device)]
-            noisy = xb + noise.sample(torch.empty_like(xb), gen)
+            noisy = xb if noise is None else xb + noise.sample(torch.empty_like(xb), gen)
             if adversarial_step > 0:
                 noisy = noisy + adversarial_step * _loss_gradient_sign(model, loss_fn, noisy, yb)
             logits = model(noisy)
