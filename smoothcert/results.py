@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .errors import SmoothcertError, check
+from .errors import MAX_COUNT, SmoothcertError, check
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
                    "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model",
@@ -38,7 +38,6 @@ def confidence_columns(thresholds) -> tuple[str, ...]:
 
 
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
-MAX_COUNT = 2 ** 62              # counts and sample sizes stay far inside int64
 
 
 class FileLock:

@@ -319,7 +319,8 @@ def _to_files(smoothed, data, indices, sinks, columns, job, progress, model_id=N
     (one per file) and an input is skipped only when every file has it (an interruption between two files'
     writes is mended on resume). Returns the number of rows written now (to the first file)."""
     xs = data.x[indices]
-    smoothed.probe(xs[:1])                      # model and input shape checked before any file is touched
+    smoothed.check_inputs(xs, indices)          # inputs, model and input shape checked before any file is touched
+    smoothed.probe(xs[:1], indices)
     _check_labels(smoothed, data, indices)
     fixed = {"noise": smoothed.noise.name, "scale": format_float(smoothed.noise.scale),
              "model": model_id or smoothed.model_id(), "num_classes": str(smoothed.num_classes)}
