@@ -358,7 +358,7 @@ def bench_latency(smoothed: Smooth, x: torch.Tensor, *, n0: int, alpha: float, b
     """Time `Smooth.certify` on one input (noise, forward passes in one batch of n0 + n, bound: what a real-time
     caller pays, 002 §3) on a geometric grid of n, then bisect: the largest n whose median time fits `budget_ms`
     (0 if even n = 1 does not). Returns (the measurements, that n)."""
-    check(budget_ms > 0, f"--budget-ms must be > 0, got {budget_ms}")
+    check(0 < budget_ms < float("inf"), f"--budget-ms must be a finite number > 0, got {budget_ms}")
     check_count("--repeats", repeats)
 
     def measure(n: int) -> Latency:
