@@ -179,7 +179,7 @@ def recertify(path: str, certificate: str | None, out: str, norm: str | None = N
     same = os.path.exists(out) and os.path.samefile(path, out)
     with FileLock(path), (contextlib.nullcontext() if same else FileLock(out)):   # neither is being written
         with open(path, "rb") as f:
-            header = f.readline().decode("utf-8", "replace").rstrip("\n").split("\t")
+            header = f.readline().decode("utf-8", "replace").rstrip("\r\n").split("\t")
         if "histogram" in header:
             check(certificate is None, f"{path} is a certified-confidence file: re-certify it with --thresholds "
                                        "(and --num-thresholds), not --certificate")
@@ -212,10 +212,14 @@ def _recertify_rows(path, certificate, norm, soft: bool):
         check(not row["mode"].startswith("target"), f"{path} line {line}: a row certified with early stopping "
               f"(mode {row['mode']}) cannot be re-certified: its samples were drawn until a data-dependent "
               "stop, where a fixed-n bound does not hold")
-        groups.setdefault(key, []).append((row, c0, c1))
+        groups.setdefault(key, []).append((row, c0, c1, line))
     for (noise_name, scale, alpha), members in groups.items():
         noise = NOISES[noise_name](scale)
         spec, row_norm = certificates.resolve(certificate, noise, norm)
+        for row, _, _, line in members:
+            check(not spec.uses_selection or int(row["n0"]) > 0, f"{path} line {line}: n0 is 0 (the row's samples both "
+                  f"chose and bounded its class, as single-stage does); {spec.name} needs selection samples: only "
+                  "--certificate single-stage re-certifies it")
         if spec.statistic == "scores":
             check(soft, f"{spec.name} needs soft scores: {path} has only votes (certify with --certificate "
                         f"{spec.name} to store them)")
@@ -229,7 +233,7 @@ def _recertify_rows(path, certificate, norm, soft: bool):
             votes = (lambda m: (m[1][0], m[2][0])) if soft else (lambda m: (m[1], m[2]))
             v = certificates.certify(spec.name, np.stack([votes(m)[0] for m in members]),
                                      np.stack([votes(m)[1] for m in members]), noise, alpha, row_norm)
-        for j, (row, _, _) in enumerate(members):
+        for j, (row, _, _, _) in enumerate(members):
             row.update(certificate=spec.name, norm=row_norm, predict=int(v.prediction[j]),
                        radius=format_float(v.radius[j]), correct=int(int(v.prediction[j]) == int(row["label"])),
                        pA_lower=format_float(v.p_lower[j]), pB_upper=format_float(v.p_upper[j]))
