@@ -103,12 +103,19 @@ def _validated(idx, label, predict, radius, correct, where, allow_duplicates: bo
         i = int(np.flatnonzero(wrong)[0])
         raise SmoothcertError(f"{where(i)}: correct is {correct[i]} but predict is {predict[i]} and label "
                               f"{label[i]} (correct must be 1 exactly when predict == label)")
+    if not allow_duplicates:
+        check_unique(idx, where, "; --allow-duplicates (allow_duplicates=True) counts every row")
+
+
+def check_unique(idx, where, hint: str = "") -> None:
+    """Refuse an input index that appears twice, naming both rows (`where(i)` names row i): a reader that counts
+    inputs would count it twice."""
     _, first, inverse = np.unique(idx, return_index=True, return_inverse=True)
     again = np.flatnonzero(first[inverse] != np.arange(len(idx)))
-    if again.size and not allow_duplicates:
+    if again.size:
         i = int(again[0])
         raise SmoothcertError(f"{where(i)}: input idx {idx[i]} appears again (first at "
-                              f"{where(int(first[inverse[i]]))}); --allow-duplicates (allow_duplicates=True) counts every row")
+                              f"{where(int(first[inverse[i]]))}){hint}")
 
 
 def _frozen(**arrays) -> dict:
@@ -755,7 +762,7 @@ def is_confidence_file(path) -> bool:
     """Whether the file's header is a certified-confidence file's (smoothcert confidence)."""
     try:
         with open(os.fspath(path), "rb") as f:
-            header = f.readline().decode("utf-8", "replace").rstrip("\n").split("\t")
+            header = f.readline().decode("utf-8", "replace").rstrip("\r\n").split("\t")
     except OSError as e:
         raise SmoothcertError(f"{path}: cannot read results file ({e.__class__.__name__}: {e})") from None
     return "histogram" in header and any(h.startswith("cdf@") for h in header)

@@ -3,12 +3,53 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
+import re
 import sys
 
-from .errors import SmoothcertError, check, check_alpha, check_count
+from .errors import MAX_COUNT, SmoothcertError, check, check_alpha, check_count
 
 MAX_TRAIN_CLASSES = 100_000      # a label beyond this is a data error, not a 10^9-output layer to allocate
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line as every other error, and values that start with a minus sign and a
+    digit (--thresholds -0.5,0,0.5) taken as values, not options (as Python 3.13's argparse does)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"-\.?\d")
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _bounded(kind=int, low=None, high=None, *, strict: bool = False):
+    """An argparse type: an integer (at most 2^62 unless `high` says otherwise: numpy and torch hold it) or a
+    finite float, >= low (> low when strict) and <= high, refused in one line before anything runs. What a
+    value means (e.g. n >= 1) is checked by the command."""
+    high = MAX_COUNT if high is None and kind is int else high
+    show = "{:,}" if kind is int else "{:g}"
+    bounds = ([f"{'>' if strict else '>='} {show.format(low)}"] if low is not None else []) \
+        + ([f"<= {show.format(high)}"] if high is not None else [])
+    what = " ".join(["an integer" if kind is int else "a finite number", " and ".join(bounds)]).strip()
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if (kind is not int and not math.isfinite(value)) or (high is not None and value > high) \
+                or (low is not None and (value <= low if strict else value < low)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
+
+
+COUNT = _bounded()                                  # the command checks the lower end, naming what it means
+SEED = _bounded(int, -2 ** 63, 2 ** 64 - 1)         # what torch's generators take
+POSITIVE, NONNEGATIVE = _bounded(float, 0, strict=True), _bounded(float, 0)
 
 
 def _common_model_args(p: argparse.ArgumentParser, *, train: bool = False) -> None:
@@ -22,13 +63,13 @@ def _common_model_args(p: argparse.ArgumentParser, *, train: bool = False) -> No
     p.add_argument("--sigma", type=float, help="Gaussian noise level, in the model's input space (pixels in [0,1])")
     p.add_argument("--lam", type=float, help="Laplace noise scale (lam = sigma/sqrt(2) matches Gaussian sigma)")
     if train:
-        p.add_argument("--batch", type=int, default=64, help="training batch size (default 64)")
+        p.add_argument("--batch", type=COUNT, default=64, help="training batch size (default 64)")
     else:
         p.add_argument("--batch", type=_batch, default=1000,
                        help="noisy samples per forward pass (default 1000); 'auto' chooses once per run: on a GPU the "
                             "largest that fits (half of it, for head-room), on a CPU the fastest per sample of "
                             "64-1024, timed on the model (a few seconds; the choice can differ between runs)")
-    p.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same results")
+    p.add_argument("--seed", type=SEED, default=0, help="seed: the same seed gives the same results")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
 
 
@@ -54,10 +95,10 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
                    help="load a .pt2 model with torch's own loader, unchecked: it may unpickle objects, evaluate "
                         "expressions and import modules (this can run code: only for files you trust); by default "
                         "such a file is refused")
-    p.add_argument("--start", type=int, default=0, help="first input index (default 0)")
-    p.add_argument("--skip", type=int, default=1,
+    p.add_argument("--start", type=COUNT, default=0, help="first input index (default 0)")
+    p.add_argument("--skip", type=COUNT, default=1,
                    help="take inputs start, start+SKIP, start+2*SKIP, ... (as Cohen et al.'s --skip; default 1)")
-    p.add_argument("--max", type=int, default=None,
+    p.add_argument("--max", type=COUNT, default=None,
                    help="at most this many inputs, counted after --start/--skip (a count of rows; Cohen et al.'s --max "
                         "is instead a data-set index to stop before: their --skip 20 --max 500 is --skip 20 --max 25)")
     p.add_argument("--indices", help="comma-separated input indices, instead of --start/--skip/--max")
@@ -74,8 +115,9 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run on a Ray cluster (pip install 'smoothcert[ray]'): --ray alone starts a local one of "
                         "--workers; --ray ADDRESS joins one (auto: the one on this machine); same rows as without")
-    p.add_argument("--workers", type=int, help="Ray workers, each loading the model once (default: one per CPU of the "
-                                               "cluster, one per GPU with a CUDA --device)")
+    p.add_argument("--workers", type=COUNT,
+                   help="Ray workers, each loading the model once (default, and at most: one per CPU of the cluster, "
+                        "or of this machine for --ray alone; one per GPU with a CUDA --device)")
 
 
 def _certificate_args(p: argparse.ArgumentParser) -> None:
@@ -87,27 +129,28 @@ def _certificate_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smoothcert", description="Certified robustness by randomized smoothing.")
+    parser = _Parser(prog="smoothcert", description="Certified robustness by randomized smoothing.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("certify", help="certify inputs (Cohen et al. CERTIFY) into a results TSV")
     _common_model_args(p)
     _selection_args(p)
-    p.add_argument("--n0", type=int, default=100, help="selection samples (default 100; 0 only with --certificate "
+    p.add_argument("--n0", type=COUNT, default=100, help="selection samples (default 100; 0 only with --certificate "
                                                         "single-stage)")
     p.add_argument("--n", default=None,
                    help="estimation samples (default 100000); several, comma-separated (e.g. 100,1000,10000), certify "
                         "each input at every n from one nested stream in one pass, into one file per n (OUT_nN.tsv), "
                         "each equal to a separate run at that n (the files share samples: not independent)")
     g = p.add_argument_group("sample efficiency (sound: the bound always keeps level alpha)")
-    g.add_argument("--n-max", type=int, help="the most estimation samples an input may get, with --max-loss or "
-                                             "--target-radius")
-    g.add_argument("--max-loss", type=float,
+    g.add_argument("--n-max", type=COUNT, help="the most estimation samples an input may get, with --max-loss (at most "
+                                               "1,000,000: the choice reads exact tables of n-max values) or "
+                                               "--target-radius (at most 2^62)")
+    g.add_argument("--max-loss", type=NONNEGATIVE,
                    help="input-specific n: from the selection samples alone, the smallest n <= n-max whose expected "
                         "radius is within this loss of the expected radius at n-max, then n fresh samples")
     g.add_argument("--loss", choices=("relative", "absolute"), default="relative",
                    help="--max-loss as a fraction of the expected radius (default) or in radius units")
-    g.add_argument("--target-radius", type=float,
+    g.add_argument("--target-radius", type=POSITIVE,
                    help="decide 'certified at this radius?' with early stopping: sample in rounds until an "
                         "anytime-valid bound certifies it, or it looks out of reach (see --futility)")
     g.add_argument("--futility", choices=("none", "reach", "upper"), default="upper",
@@ -120,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict with abstention (Cohen et al. PREDICT) into a results TSV")
     _common_model_args(p)
     _selection_args(p)
-    p.add_argument("--n", type=int, default=10_000, help="samples (default 10000)")
+    p.add_argument("--n", type=COUNT, default=10_000, help="samples (default 10000)")
 
     p = sub.add_parser("bench-latency", help="the most noisy samples that certify one input within a time budget, "
                                              "and the ACR expected at that n (002 §3)")
@@ -129,11 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="as for certify")
     p.add_argument("--trust-model", action="store_true", help="as for certify")
     p.add_argument("--amp", nargs="?", const="fp16", choices=("fp16", "bf16"), help="as for certify")
-    p.add_argument("--budget-ms", type=float, default=40.0, help="time budget for one input, ms (default 40)")
-    p.add_argument("--n0", type=int, default=100, help="selection samples, part of the budget (default 100)")
+    p.add_argument("--budget-ms", type=POSITIVE, default=40.0, help="time budget for one input, ms (default 40)")
+    p.add_argument("--n0", type=COUNT, default=100, help="selection samples, part of the budget (default 100)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
-    p.add_argument("--index", type=int, default=0, help="the input that is timed (default 0)")
-    p.add_argument("--repeats", type=int, default=15, help="timed calls per n (default 15)")
+    p.add_argument("--index", type=COUNT, default=0, help="the input that is timed (default 0)")
+    p.add_argument("--repeats", type=COUNT, default=15, help="timed calls per n (default 15)")
     p.add_argument("--results", help="a fixed-n certify TSV of this model (large n): predict the ACR at the chosen n")
 
     p = sub.add_parser("plan", help="expected radius against n; ACR and certified accuracy predicted from a run")
@@ -152,24 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a base classifier under noise")
     _common_model_args(p, train=True)
     p.add_argument("--arch", default="digits-cnn", help="built-in architecture (digits-cnn, cifar-resnet20, ...)")
-    p.add_argument("--epochs", type=int, default=30, help="passes over the training data (default 30)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine-annealed to 0 (default 0.001)")
+    p.add_argument("--epochs", type=COUNT, default=30, help="passes over the training data (default 30)")
+    p.add_argument("--lr", type=POSITIVE, default=1e-3, help="Adam learning rate, cosine-annealed to 0 (default 0.001)")
     p.add_argument("--out", required=True, help="model file: .pt2 (torch.export) or any other suffix (state dict)")
-    p.add_argument("--adv-step", type=float, default=0.0,
+    p.add_argument("--adv-step", type=NONNEGATIVE, default=0.0,
                    help="adversarial-noise training (Teng et al. Type 2): add adv_step * sign(grad) to the noisy input")
 
     p = sub.add_parser("confidence", help="certified confidence (Kumar et al. 2020): radii within which the expected "
                                           "score (or margin) of the predicted class stays above thresholds")
     _common_model_args(p)
     _selection_args(p)
-    p.add_argument("--n0", type=int, default=100, help="selection samples, which choose the class (default 100)")
-    p.add_argument("--n", type=int, default=10_000, help="estimation samples (default 10000)")
+    p.add_argument("--n0", type=COUNT, default=100, help="selection samples, which choose the class (default 100)")
+    p.add_argument("--n", type=COUNT, default=10_000, help="estimation samples (default 10000)")
     p.add_argument("--measure", choices=("score", "margin"), default="score",
                    help="score: the class's softmax score in [0, 1]; margin: its lead over the best other class, in "
                         "[-1, 1] (default score)")
     p.add_argument("--thresholds", default="0.5,0.7,0.9",
                    help="comma-separated thresholds c: each gets a CDF and a baseline radius (default 0.5,0.7,0.9)")
-    p.add_argument("--num-thresholds", type=int, default=None,
+    p.add_argument("--num-thresholds", type=COUNT, default=None,
                    help="layers of the CDF certificate: a threshold every ceil(n/K)-th sorted sample (default 10000, "
                         "as Kumar et al.'s code); fewer are faster but looser")
 
@@ -178,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="a certify or confidence results TSV")
     _certificate_args(p)
     p.add_argument("--thresholds", help="confidence files: comma-separated thresholds (default: the file's)")
-    p.add_argument("--num-thresholds", type=int, help="confidence files: layers of the CDF certificate")
+    p.add_argument("--num-thresholds", type=COUNT, help="confidence files: layers of the CDF certificate")
     p.add_argument("--out", required=True, help="the new results TSV (same layout)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
@@ -221,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train, certify and analyze on scikit-learn's digits, end to end")
     p.add_argument("--out-dir", default="demo_out", help="where models, results and the plot go (default demo_out)")
-    p.add_argument("--n", type=int, default=10_000, help="estimation samples per input (default 10000)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--n", type=_bounded(int, 1), default=10_000, help="estimation samples per input (default 10000)")
+    p.add_argument("--epochs", type=_bounded(int, 1), default=40)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     return parser
@@ -313,7 +356,7 @@ def _check_out(args) -> None:
 
 
 def cmd_certify(args) -> None:
-    from . import certificates
+    from . import certificates, planning
     from .run import certify_dataset, nested_paths
     spec, _ = certificates.resolve(args.certificate, _noise(args), args.norm)   # before any data or model is loaded
     check_count("--n0", args.n0, 0 if not spec.uses_selection else 1)
@@ -327,6 +370,8 @@ def cmd_certify(args) -> None:
     check(args.target_radius is None or adaptive, "--target-radius needs --n-max")
     if adaptive:
         check_count("--n-max", args.n_max)
+        check(args.max_loss is None or args.n_max <= planning.MAX_N, f"--n-max must be at most {planning.MAX_N:,} "
+              f"with --max-loss (the choice of n reads exact tables of n-max values), got {args.n_max:,}")
         check((args.max_loss is None) != (args.target_radius is None),
               "--n-max goes with one of --max-loss (input-specific n) or --target-radius (early stopping)")
         check(args.max_loss is None or (args.max_loss >= 0 and (args.max_loss < 1 or args.loss == "absolute")),

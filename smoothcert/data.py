@@ -97,6 +97,7 @@ def _npz(path: Path, split: str) -> Dataset:
     check(y.ndim == 1, f"y in {path} must have shape (N,), got {y.shape}")
     check(len(x) == len(y), f"x and y in {path} differ in length: {len(x)} inputs but {len(y)} labels")
     check(len(y) > 0, f"{path} holds no examples (x and y are empty)")
+    _check_float32(x, path)
     check(int(y.min()) >= 0, f"y in {path} has a negative label {int(y.min())}; labels must be >= 0")
     k = int(y.max()) + 1
     if "classes" in arrays:
@@ -108,6 +109,20 @@ def _npz(path: Path, split: str) -> Dataset:
     else:
         classes = []                       # nothing the size of the largest label is built before it is checked
     return _dataset(x, y, classes, f"npz:{path}")
+
+
+def _check_float32(x: np.ndarray, path) -> None:
+    """Inputs are loaded as float32: a finite value beyond its range would become inf, so it is named instead."""
+    top = np.finfo(np.float32).max
+    if x.dtype.kind != "f" or x.dtype.itemsize <= 4 or x.size == 0:
+        return
+    if max(np.fmax.reduce(x, axis=None), -np.fmin.reduce(x, axis=None)) <= top:
+        return                                     # (reductions: no copy of x; rows are searched only when needed)
+    for i, row in enumerate(x.reshape(len(x), -1)):
+        big = row[np.isfinite(row) & (np.abs(row) > top)]
+        if big.size:
+            raise SmoothcertError(f"x in {path}: input {i} holds {big[0]:g}, which overflows float32 (inputs are "
+                                  "loaded as float32)")
 
 
 def _unpickle(path: Path) -> dict:

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .cluster import join, worker_count
 from .errors import SmoothcertError, check, check_count, first_line
+from .sampling import NonFiniteLogits
 from .smooth import GROUPING, Smooth, group_size
 
 RAY_MISSING = "Ray is not installed: pip install 'smoothcert[ray]'"
@@ -178,6 +180,9 @@ class _Worker:
             try:
                 out.extend(run_locally(self.smooth, job, xs[start:start + group], members, skipped.__contains__,
                                        count))
+            except NonFiniteLogits as exc:       # names its input already
+                error = str(exc)
+                break
             except SmoothcertError as exc:
                 error = f"{self._culprit(job, xs[start:start + group], members)}: {exc}"
                 break
@@ -253,17 +258,23 @@ class RayExecutor:
             quiet = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             try:
                 if self.address is None:
-                    ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1, **quiet)
+                    cpus = os.cpu_count() or 1
+                    worker_count({"CPU": cpus, "GPU": torch.cuda.device_count()}, self.workers, self.num_gpus,
+                                 "this machine")
+                    ray.init(address="local", num_cpus=self.workers or cpus, **quiet)
                 else:
-                    ray.init(address=self.address, **quiet)
+                    join(ray, self.address, **quiet)
+            except SmoothcertError:
+                raise
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = self.address or "a local cluster"
                 raise SmoothcertError(f"cannot start Ray on {where}: {first_line(exc)}") from None
             self.started = True
-        if self.workers is None:
-            have = ray.cluster_resources()
-            per = have.get("GPU", 0) / self.num_gpus if self.num_gpus else have.get("CPU", 1)
-            self.workers = max(1, int(per))
+        try:
+            self.workers = worker_count(ray.cluster_resources(), self.workers, self.num_gpus)
+        except SmoothcertError:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
@@ -291,9 +302,7 @@ class RayExecutor:
                                       "method groups its inputs (smoothcert.smooth.GROUPING)")
         indices = [int(i) for i in indices]
         check(isinstance(xs, torch.Tensor) and len(xs) == len(indices), "xs must be a tensor with one row per index")
-        finite = torch.isfinite(xs.reshape(len(xs), -1)).all(dim=1)
-        if not bool(finite.all()):
-            raise SmoothcertError(f"input {indices[int((~finite).nonzero()[0])]} contains NaN or inf")
+        smoothed.check_inputs(xs, indices)
         job, sizes, batch_size = self._fixed(smoothed, job, xs)
         group = group_size(batch_size, sizes, len(xs))
         skipped = {i for i in indices if skip(i)} if skip is not None else set()

@@ -1,6 +1,8 @@
 """The one exception type smoothcert raises for bad input; the CLI prints its message on one line."""
 import re
 
+MAX_COUNT = 2 ** 62              # sample counts and sizes (numbers of samples, batch sizes): far inside int64
+
 
 class SmoothcertError(ValueError):
     """Bad input or settings, with a message that names the problem."""
@@ -18,9 +20,11 @@ def check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def check_count(name: str, value: int, minimum: int = 1) -> int:
+def check_count(name: str, value: int, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """An integer in [minimum, maximum] (by default at most 2^62: a count numpy and torch can hold)."""
     check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
           f"{name} must be an integer >= {minimum}, got {value!r}")
+    check(value <= maximum, f"{name} must be at most {maximum:,}, got {value:,}")
     return value
 
 

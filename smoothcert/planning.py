@@ -246,6 +246,7 @@ def load_run(path: str) -> Run:
     (P(some disagreement among n' draws) <= n' (1 - pA), and 1 - pA is below ~ln(1/alpha)/n at confidence
     1 - alpha), optimistic for n' > n, so predictions beyond the run's n are extrapolations.
     """
+    from .analysis import check_unique
     from .certificates import get, one_sided
     from .results import CERTIFY_COLUMNS, check_certify_row, parse_float, read_table
     try:
@@ -254,6 +255,7 @@ def load_run(path: str) -> Run:
         raise SmoothcertError(f"cannot read results file {path}: {e}") from None
     check(table, f"{path}: no result rows")
     checked = [(line, row, *check_certify_row(path, line, row)) for line, row in table]   # every field, first
+    check_unique(np.array([int(row["idx"]) for _, row in table]), lambda i: f"{path} line {table[i][0]}")
     columns = ("noise", "scale", "alpha", "n", "n0", "certificate", "norm", "mode")
 
     def settings(row, key):                        # n and n0 are integers: check_certify_row parsed them

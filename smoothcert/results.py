@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import SmoothcertError, check
+from .errors import MAX_COUNT, SmoothcertError, check
 from .filelock import SUFFIX, FileLock
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
@@ -39,7 +39,6 @@ def confidence_columns(thresholds) -> tuple[str, ...]:
 
 
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
-MAX_COUNT = 2 ** 62              # counts and sample sizes stay far inside int64
 DENSE_BYTES = 1 << 24            # dense counts are built at most this many bytes (16 MB) at a time
 
 
@@ -129,7 +128,7 @@ class ResultsWriter:
                                   "data file?); choose another --out") from None
         if not first.endswith("\n") and "\t".join(self.columns).startswith(first):
             return                     # only a half-written header: an interrupted start, treated as empty
-        header = first.rstrip("\n").split("\t")
+        header = first.rstrip("\r\n").split("\t")
         if tuple(header) != self.columns:
             kind = "results file made by another command or another smoothcert version" if "idx" in header \
                 else "file that is not a smoothcert results file"
@@ -203,7 +202,7 @@ def read_table(path: str, columns: Iterable[str], *, resuming: bool = False) -> 
     recomputed when the run writes again). A row with missing or extra fields, or a missing column, is refused."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            text = f.read()
+            text = f.read().replace("\r\n", "\n")        # a file saved with Windows line ends reads the same
     except UnicodeDecodeError:
         raise SmoothcertError(f"{path} holds binary data, not a results file") from None
     if resuming and not text.endswith("\n"):
@@ -333,7 +332,20 @@ def check_soft_row(path: str, line: int, row: dict) -> tuple[tuple, tuple, tuple
     where = f"{path} line {line}"
     s0, = parse_scores(row["scores_selection"], c1.size, 1, where, "scores_selection")
     s1, q1 = parse_scores(row["scores"], c1.size, 2, where, "scores")
+    _check_score_sums(where, "scores_selection", int(c0.values.sum()), s0)
+    _check_score_sums(where, "scores", int(c1.values.sum()), s1, q1)
     return key, (c0, s0), (c1, s1, q1, int(row["samples"]))
+
+
+def _check_score_sums(where: str, what: str, n: int, sums: np.ndarray, squares: np.ndarray | None = None) -> None:
+    """Sums over n samples of softmax scores (each in [0, 1], summing to 1 over the classes) must be possible:
+    each class's sum in [0, n], all classes' together n, and squares between sum^2 / n and the sum (x^2 <= x)."""
+    tol = 1e-6 * n + 1e-9                                         # float64 rounding of the engine's sums
+    ok = bool(np.all(sums >= -tol) and np.all(sums <= n + tol)) and abs(float(sums.sum()) - n) <= tol
+    if ok and squares is not None:
+        ok = bool(np.all(squares <= sums + tol) and np.all(squares * n >= sums * sums * (1 - 1e-6) - tol))
+    check(ok, f"{where}: {what} are not sums of softmax scores over the row's {n} samples (each class's sum in "
+              f"[0, {n}], all together {n}, sums of squares between sum^2/n and the sum); was the file edited?")
 
 
 def check_predict_row(path: str, line: int, row: dict) -> Counts:

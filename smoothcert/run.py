@@ -188,7 +188,7 @@ def recertify(path: str, certificate: str | None, out: str, norm: str | None = N
         holder = None if same else writer_of(path)
         check(holder is None, f"{path} is being written by another run ({holder}); wait for it to end")
         with open(path, "rb") as f:
-            header = f.readline().decode("utf-8", "replace").rstrip("\n").split("\t")
+            header = f.readline().decode("utf-8", "replace").rstrip("\r\n").split("\t")
         if "histogram" in header:
             check(certificate is None, f"{path} is a certified-confidence file: re-certify it with --thresholds "
                                        "(and --num-thresholds), not --certificate")
@@ -225,6 +225,10 @@ def _recertify_rows(path, certificate, norm, soft: bool):
     for (noise_name, scale, alpha, k), members in groups.items():
         noise = NOISES[noise_name](scale)
         spec, row_norm = certificates.resolve(certificate, noise, norm)
+        for line, row, _, _ in members:
+            check(not spec.uses_selection or int(row["n0"]) > 0, f"{path} line {line}: n0 is 0 (the row's samples both "
+                  f"chose and bounded its class, as single-stage does); {spec.name} needs selection samples: only "
+                  "--certificate single-stage re-certifies it")
         if spec.statistic == "scores":
             check(soft, f"{spec.name} needs soft scores: {path} has only votes (certify with --certificate "
                         f"{spec.name} to store them)")
@@ -333,7 +337,8 @@ def _to_files(smoothed, data, indices, sinks, columns, job, progress, model_id=N
     (one per file) and an input is skipped only when every file has it (an interruption between two files'
     writes is mended on resume). Returns the number of rows written now (to the first file)."""
     xs = data.x[indices]
-    smoothed.probe(xs[:1])                      # model and input shape checked before any file is touched
+    smoothed.check_inputs(xs, indices)          # inputs, model and input shape checked before any file is touched
+    smoothed.probe(xs[:1], indices)
     _check_labels(smoothed, data, indices)
     fixed = {"noise": smoothed.noise.name, "scale": format_float(smoothed.noise.scale),
              "model": model_id or smoothed.model_id(), "num_classes": str(smoothed.num_classes)}
@@ -371,7 +376,7 @@ def bench_latency(smoothed: Smooth, x: torch.Tensor, *, n0: int, alpha: float, b
     """Time `Smooth.certify` on one input (noise, forward passes in one batch of n0 + n, bound: what a real-time
     caller pays, 002 §3) on a geometric grid of n, then bisect: the largest n whose median time fits `budget_ms`
     (0 if even n = 1 does not). Returns (the measurements, that n)."""
-    check(budget_ms > 0, f"--budget-ms must be > 0, got {budget_ms}")
+    check(0 < budget_ms < float("inf"), f"--budget-ms must be a finite number > 0, got {budget_ms}")
     check_count("--repeats", repeats)
 
     def measure(n: int) -> Latency:

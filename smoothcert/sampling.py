@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import SmoothcertError, check, first_line
+from .errors import MAX_COUNT, SmoothcertError, check, first_line
 
 # Stage codes used when deriving a stream's seed.
 SELECTION, ESTIMATION, PREDICTION = 0, 1, 2
@@ -145,15 +145,14 @@ class Sampler:
         if hasattr(self.noise, "encode"):     # float-sound noise (smoothcert.sound): inputs to exact grid units
             inputs = self.noise.encode(inputs)
         streams = [r.stream if isinstance(r.stream, Stream) else Stream(r.stream) for r in requests]
-        # the bookkeeping is built with numpy: a call for one input is dominated by small-op overheads
-        sizes = np.array([r.k for r in requests], dtype=np.int64)
-        check(not (sizes < 0).any(), "a request cannot ask for a negative number of samples")
-        owner = np.repeat(np.arange(len(requests)), sizes)
-        position = None
-        if any(st.needs_position for st in statistics):     # requests lie back to back, each counted from 0
-            first = np.cumsum(sizes) - sizes
-            position = torch.from_numpy(np.arange(len(owner)) - np.repeat(first, sizes)).to(self.device)
-        owner = torch.from_numpy(owner).to(self.device)
+        sizes = [int(r.k) for r in requests]
+        check(min(sizes, default=0) >= 0, "a request cannot ask for a negative number of samples")
+        check(sum(sizes) <= MAX_COUNT, f"one call asks for {sum(sizes):,} samples, more than {MAX_COUNT:,}")
+        # requests lie back to back, each counted from 0: a batch's rows find theirs among the ends (memory per
+        # request, not per sample, whatever n is)
+        ends = torch.from_numpy(np.cumsum(sizes, dtype=np.int64)).to(self.device)
+        firsts = (ends - torch.tensor(sizes, dtype=torch.int64, device=self.device)
+                  if any(st.needs_position for st in statistics) else None)
         for st in statistics:
             st.start(len(requests), self.num_classes, self.device)
         B = self.batch_size
@@ -162,13 +161,17 @@ class Sampler:
 
         def flush():
             nonlocal fill, done
-            rows = slice(done, done + fill)
             pad = min(B, MIN_FORWARD)
             if fill < pad:                        # same kernels as a full batch; the padding rows are dropped
                 batch[fill:pad].copy_(batch[fill - 1:fill].expand(pad - fill, *batch.shape[1:]))
-            logits = self.forward(batch[:max(fill, pad)])[:fill]
+            index = torch.arange(done, done + fill, device=self.device)
+            owner = torch.searchsorted(ends, index, right=True)
+            try:
+                logits = self.forward(batch[:max(fill, pad)])[:fill]
+            except NonFiniteLogits as exc:        # the row's input, by its position in `inputs`
+                raise NonFiniteLogits(str(exc), requests[int(owner[min(exc.row, fill - 1)])].input) from None
             for st in statistics:
-                st.update(logits, owner[rows], None if position is None else position[rows])
+                st.update(logits, owner, None if firsts is None else index - firsts[owner])
             done += fill
             self.samples_drawn += fill
             if on_batch is not None:
@@ -232,6 +235,8 @@ class Sampler:
             chunk = x[start:start + self.forward_limit]
             try:
                 logits = self.logits(chunk)
+            except NonFiniteLogits as exc:
+                raise NonFiniteLogits(str(exc), start + exc.row) from None
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if not _is_oom(exc) or self.forward_limit == 1:
                     raise
@@ -598,8 +603,35 @@ def check_logits(logits, batch: int, num_classes: int | None = None) -> None:
     if num_classes is not None and logits.shape[1] != num_classes:
         raise SmoothcertError(f"the model output {logits.shape[1]} classes, expected {num_classes}")
     # a finite sum is the cheap proof that every logit is finite; a non-finite one is checked element by element
-    if not bool(torch.isfinite(logits.sum())) and not bool(torch.isfinite(logits).all()):
-        raise SmoothcertError("the model output non-finite logits (NaN or inf)")
+    if not bool(torch.isfinite(logits.sum())):
+        finite = torch.isfinite(logits).all(dim=1)
+        if not bool(finite.all()):
+            raise NonFiniteLogits("the model output non-finite logits (NaN or inf)", int((~finite).nonzero()[0]))
+
+
+class NonFiniteLogits(SmoothcertError):
+    """check_logits' error. `row`: the first row of non-finite logits in the forward batch; raised again by a
+    Sampler, the position of that row's input in the call; by a NamedSampler, its index (named in the message)."""
+
+    def __init__(self, message: str, row: int):
+        super().__init__(message)
+        self.row = row
+
+
+class NamedSampler:
+    """A Sampler as one group of inputs uses it (`Smooth.groups`): non-finite logits are blamed on the input by its
+    index in `names` (the data set's), not by its position in the group."""
+
+    def __init__(self, sampler: Sampler, names: Sequence[int]):
+        self.sampler, self.names, self.device = sampler, names, sampler.device
+
+    def run(self, inputs, requests, statistics, on_batch=None) -> list:
+        try:
+            return self.sampler.run(inputs, requests, statistics, on_batch)
+        except NonFiniteLogits as exc:
+            raise NonFiniteLogits(f"input {self.names[exc.row]}: {exc}", self.names[exc.row]) from None
+
+    counts = Sampler.counts
 
 
 def probe_model(model, x: torch.Tensor, num_classes: int | None = None) -> int:

@@ -33,7 +33,9 @@ from .sampling import (
     SELECTION,
     BettingScores,
     MeasureHistogram,
+    NamedSampler,
     NestedVotes,
+    NonFiniteLogits,
     Request,
     Sampler,
     ScoreSums,
@@ -516,12 +518,17 @@ class Smooth:
         except SmoothcertError:
             return False
 
-    def probe(self, xs: torch.Tensor) -> int:
-        """Check the model once per input shape on xs[:1]; return the number of classes."""
+    def probe(self, xs: torch.Tensor, indices: Sequence[int] | None = None) -> int:
+        """Check the model once per input shape on xs[:1] (named by indices[0] in a message); return the number of
+        classes."""
         self._refresh()
         shape = tuple(xs.shape[1:])
         if shape not in self._shapes:
-            self.num_classes = probe_model(self.model, xs[:1].to(self.device, self.dtype), self.num_classes)
+            try:
+                self.num_classes = probe_model(self.model, xs[:1].to(self.device, self.dtype), self.num_classes)
+            except NonFiniteLogits as exc:
+                name = 0 if indices is None else list(indices)[0]
+                raise NonFiniteLogits(f"input {name}: {exc}", name) from None
             self._shapes.add(shape)
         return self.num_classes
 
@@ -536,8 +543,27 @@ class Smooth:
         check_count("batch size", batch_size)
         return batch_size
 
-    def prepare(self, xs: torch.Tensor, batch_size: int | None) -> Sampler:
-        """Check the inputs (and, once per shape, the model), and return the sampling engine for batch_size."""
+    def check_inputs(self, xs: torch.Tensor, indices: Sequence[int] | None = None) -> None:
+        """Every input finite and within the range of the model's dtype (the noisy inputs are cast to it); the
+        first that is not is named by its index (`indices`; default: its position)."""
+        self._refresh()
+        top = torch.finfo(self.dtype).max
+        narrow = (torch.finfo if xs.is_floating_point() else torch.iinfo)(xs.dtype).max > top
+        if bool(torch.isfinite(xs).all()) and not (narrow and bool(xs.abs().max() > top)):
+            return
+        flat = xs.reshape(len(xs), -1)
+        bad = ~torch.isfinite(flat) | (flat.abs() > top)
+        j = int(bad.any(dim=1).nonzero()[0])
+        value = float(flat[j][bad[j]][0])
+        name = j if indices is None else list(indices)[j]
+        if math.isfinite(value):
+            raise SmoothcertError(f"input {name} holds {value:g}, which overflows "
+                                  f"{str(self.dtype).removeprefix('torch.')} (the model's dtype)")
+        raise SmoothcertError(f"input {name} contains NaN or inf")
+
+    def prepare(self, xs: torch.Tensor, batch_size: int | None, indices: Sequence[int] | None = None) -> Sampler:
+        """Check the inputs (and, once per shape, the model), and return the sampling engine for batch_size;
+        `indices` name the inputs in a message."""
         # messages are built only on failure: this runs on every call, and one input's call is short
         if not isinstance(xs, torch.Tensor):
             raise SmoothcertError(f"inputs must be a torch.Tensor, got {type(xs).__name__} (use "
@@ -546,10 +572,8 @@ class Smooth:
             raise SmoothcertError(f"inputs must have shape (count, *input_shape), got {tuple(xs.shape)}")
         if not xs.is_floating_point():
             raise SmoothcertError(f"inputs must be floating point, got {xs.dtype}")
-        if not bool(torch.isfinite(xs).all()):
-            finite = torch.isfinite(xs.reshape(len(xs), -1)).all(dim=1)
-            raise SmoothcertError(f"inputs contain NaN or inf (first at position {int((~finite).nonzero()[0])})")
-        self.probe(xs)
+        self.check_inputs(xs, indices)
+        self.probe(xs, indices)
         batch_size = self.batch_size(xs.shape[1:], batch_size)
         sampler = self._samplers.get(batch_size)
         if sampler is None:
@@ -582,17 +606,17 @@ class Smooth:
             raise SmoothcertError(f"inputs must be a torch.Tensor, got {type(xs).__name__}")
         if len(xs) == 0:
             return
-        sampler = self.prepare(xs, batch_size)
         indices = list(range(len(xs))) if indices is None else [int(i) for i in indices]
         if len(indices) != len(xs):
             raise SmoothcertError(f"{len(indices)} indices for {len(xs)} inputs")
+        sampler = self.prepare(xs, batch_size, indices)
         skip = skip or (lambda i: False)
         group = group_size(sampler.batch_size, per_input, len(xs))
         for start in range(0, len(xs), group):
             members = indices[start:start + group]
             keep = [j for j, i in enumerate(members) if not skip(i)]
             if keep:
-                yield sampler, xs[start:start + group], members, keep
+                yield NamedSampler(sampler, members), xs[start:start + group], members, keep
 
     def _groups(self, xs, stages, batch_size, seed, indices, generator, skip, on_batch):
         """Sample inputs group by group; yield (indices, [counts (G, K) per stage], seconds per input) for the

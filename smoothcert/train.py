@@ -3,6 +3,7 @@ data augmentation), or without noise (an ordinary classifier, for a denoiser to 
 randomness: the same seed gives the same model on the same machine."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,9 +42,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise, *, epochs: 
 
     check_count("epochs", epochs)
     check_count("batch size", batch_size)
-    check(lr > 0, f"learning rate must be > 0, got {lr}")
+    check(0 < lr < math.inf, f"learning rate must be a finite number > 0, got {lr}")
     check(len(x) == len(y) and len(x) > 0, "training data is empty or x and y differ in length")
-    check(adversarial_step >= 0, f"adversarial step must be >= 0, got {adversarial_step}")
+    check(0 <= adversarial_step < math.inf, f"adversarial step must be a finite number >= 0, got {adversarial_step}")
     device = model_device(model)
     x, y = x.to(device), y.to(device)
     probe_model(model, x[:2])

@@ -64,7 +64,7 @@ def test_a_results_file_being_written_is_refused_naming_the_holder(tmp_path, mod
 def test_two_identical_runs_started_at_once_write_every_row_once(tmp_path, model_pt2, npz_data):
     out = tmp_path / "r.tsv"
     cmd = [sys.executable, "-m", "smoothcert.cli"] + certify_args(model_pt2, npz_data, out)
-    cmd[cmd.index("--n") + 1] = "20000"             # long enough to overlap
+    cmd[cmd.index("--n") + 1] = "100000"            # long enough to overlap the refused run's 1 s of retries
     procs = [subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)

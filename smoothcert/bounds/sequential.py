@@ -206,7 +206,8 @@ def decide(seq, k, t, p0: float, futility: str = "upper", futility_level: float 
 
 def target_probability(noise, r0: float, norm: str | None = None) -> float:
     """The smallest float p0 with noise.radius(p0) >= r0, so `lower >= p0` iff `radius(lower) >= r0` exactly."""
-    check(isinstance(r0, (int, float)) and math.isfinite(r0) and r0 >= 0, f"target radius must be >= 0, got {r0!r}")
+    check(isinstance(r0, (int, float)) and math.isfinite(r0) and r0 >= 0,
+          f"target radius must be a finite number >= 0, got {r0!r}")
     norm = noise.norms[0] if norm is None else norm
     ok = lambda p: noise.radius(p, norm) >= r0 and p >= 0.5   # certified needs pA_lower >= 1/2 (CERTIFY)
     check(ok(np.nextafter(1.0, 0.0)), f"no probability below 1 certifies radius {r0!r}")
