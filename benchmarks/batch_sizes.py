@@ -17,7 +17,7 @@ import torch
 
 from smoothcert.cli import tune_allocator
 from smoothcert.models import build
-from smoothcert.sampling import CPU_CANDIDATES, _time_forward, auto_batch_size
+from smoothcert.device import CPU_CANDIDATES, _time_forward, auto_batch_size
 
 MODELS = {"digits-cnn": (1, 8, 8), "cifar-resnet20": (3, 32, 32)}
 

@@ -2,7 +2,7 @@
 
 For each model (digits-cnn, cifar-resnet20; random weights) at its batch size: the time of the compiled model's
 first forward pass (compilation included), its predictions against the eager model's on noisy samples of a few
-inputs (`smoothcert.sampling.check_compiled`, what `--compile` runs at start), then the forward-pass ceiling
+inputs (`smoothcert.device.check_compiled`, what `--compile` runs at start), then the forward-pass ceiling
 (samples/s on pre-made inputs) of eager and compiled, interleaved for --rounds rounds, medians; and certify's
 rate with `Smooth(..., compile=True)` against eager certify at n = 10,000. The option is worth keeping on a
 model only where the compiled ceiling is clearly above the eager one.
@@ -21,7 +21,7 @@ from throughput import CPU_BATCH, GPU_BATCH, MODELS, Clock, measure_ceiling, mea
 from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.models import build
-from smoothcert.sampling import check_compiled
+from smoothcert.device import check_compiled
 
 SIGMA = 0.25
 

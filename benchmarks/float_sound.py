@@ -38,7 +38,7 @@ from smoothcert import Gaussian, Smooth  # noqa: E402
 from smoothcert.certificates import ABSTAIN  # noqa: E402
 from smoothcert.models import build  # noqa: E402
 from smoothcert.rounding_attack import rounding_attack  # noqa: E402
-from smoothcert.sampling import PIECE, Request, Sampler  # noqa: E402
+from smoothcert.engine import PIECE, Request, Sampler  # noqa: E402
 from smoothcert.sound import RANDOM_BITS, SoundGaussian  # noqa: E402
 
 GRIDS = {"digits-cnn": 16, "cifar-resnet20": 255, "cifar-resnet110": 255}

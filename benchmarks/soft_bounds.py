@@ -154,7 +154,7 @@ def digits(args):
     """Hard (cohen) vs soft certificates and CDF vs baseline certified confidence on the digits test set."""
     from smoothcert.data import load_data
     from smoothcert.models import eval_mode, load_model
-    from smoothcert.sampling import ESTIMATION, SELECTION, Request, Sampler, make_stream
+    from smoothcert.engine import ESTIMATION, SELECTION, Request, Sampler, make_stream
     from smoothcert import certificates
     ds = load_data("digits", "test")
     model = eval_mode(load_model(args.model))

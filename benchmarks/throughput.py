@@ -35,7 +35,7 @@ import torch
 from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.models import build
-from smoothcert.sampling import AMP_DTYPES
+from smoothcert.device import AMP_DTYPES
 from smoothcert.smooth import group_size
 
 MODELS = {"digits-cnn": (1, 8, 8), "cifar-resnet20": (3, 32, 32), "cifar-resnet110": (3, 32, 32)}

@@ -8,6 +8,7 @@ import os
 import re
 import sys
 
+from .device import tune_allocator
 from .errors import MAX_COUNT, SmoothcertError, check, check_alpha, check_count
 
 MAX_TRAIN_CLASSES = 100_000      # a label beyond this is a data error, not a 10^9-output layer to allocate
@@ -292,7 +293,7 @@ def _smoothed(args):
     """Checks, data, model, selection: everything a run needs, before any output exists."""
     from .data import load_data
     from .models import load_model
-    from .run import resolve_device
+    from .device import resolve_device
     from .smooth import Smooth
 
     _check_ray(args)
@@ -406,7 +407,8 @@ def cmd_bench_latency(args) -> None:
     from . import planning
     from .data import load_data
     from .models import load_model
-    from .run import bench_latency, resolve_device
+    from .device import resolve_device
+    from .run import bench_latency
     from .smooth import Smooth
     noise = _noise(args)
     alpha = check_alpha(args.alpha)
@@ -442,8 +444,8 @@ def cmd_train(args) -> None:
     import torch
 
     from .data import load_data
+    from .device import resolve_device
     from .models import build, save_model
-    from .run import resolve_device
     from .train import accuracy, train
 
     noise = _noise(args)
@@ -612,22 +614,6 @@ def cmd_plan(args) -> None:
 COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "recertify": cmd_recertify,
             "analyze": cmd_analyze, "demo": cmd_demo, "bench-latency": cmd_bench_latency,
             "confidence": cmd_confidence, "plan": cmd_plan}
-
-
-def tune_allocator() -> bool:
-    """Keep freed memory in the process instead of returning it to the system (glibc only): a CPU forward pass
-    allocates and frees its activations every batch, and the page faults of fresh memory can take half its
-    time (measured 2x faster on the digits CNN). The usual advice for PyTorch on CPUs; set
-    SMOOTHCERT_SYSTEM_MALLOC=1 to leave the allocator alone."""
-    if os.environ.get("SMOOTHCERT_SYSTEM_MALLOC") or not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 28) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,24 +40,15 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.special import ndtr, ndtri
 
 from .bounds.cdf import tail_lower, tail_upper
 from .bounds.mean import hoeffding_lower, hoeffding_upper
 from .errors import SmoothcertError, check, check_alpha
+from .measures import BINS, bin_index, histogram_edges, measure_range
 
-MEASURES = {"score": (0.0, 1.0), "margin": (-1.0, 1.0)}
 NUM_THRESHOLDS = 10_000     # the authors' code
-BINS = 4096                 # stored histogram: bins of width 2^-12 (score) or 2^-11 (margin)
 TOL = 1e-9                  # absolute precision of certified radii (input-space units)
-
-
-def measure_range(measure: str) -> tuple[float, float]:
-    """(a, b): the range of the measure."""
-    if measure not in MEASURES:
-        raise SmoothcertError(f"unknown measure {measure!r} (known: {', '.join(MEASURES)})")
-    return MEASURES[measure]
 
 
 def check_thresholds(levels, measure: str = "score") -> list[float]:
@@ -130,22 +121,6 @@ def layers_from_samples(values, measure: str = "score", num_thresholds: int = NU
         gt.append(x.size - np.searchsorted(x, t, side="right"))
         m.append(x.size)
     return Layers(tuple(s), tuple(ge), tuple(gt), np.array(m), low, high)
-
-
-def histogram_edges(measure: str = "score", bins: int = BINS) -> np.ndarray:
-    """The fixed bin edges a = e_0 < ... < e_bins = b (exact in binary for power-of-two `bins`)."""
-    low, high = measure_range(measure)
-    check(isinstance(bins, int) and bins >= 1, f"bins must be an integer >= 1, got {bins!r}")
-    return np.linspace(low, high, bins + 1)
-
-
-def bin_index(values, measure: str = "score", bins: int = BINS):
-    """Bin k of each value: e_k <= value < e_{k+1} (the last bin is closed), compared against the SAME edges the
-    bounds use. numpy array in, numpy out; torch tensor in, torch out (for the engine: torch.bucketize)."""
-    inner = histogram_edges(measure, bins)[1:-1]
-    if isinstance(values, torch.Tensor):          # compared in float64, as the bounds read the edges
-        return torch.bucketize(values.double(), torch.as_tensor(inner, device=values.device), right=True)
-    return np.searchsorted(inner, np.asarray(values, dtype=np.float64), side="right")
 
 
 def histogram(values, measure: str = "score", bins: int = BINS) -> np.ndarray:

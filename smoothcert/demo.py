@@ -19,9 +19,10 @@ from .analysis import (
     summary_table,
 )
 from .data import load_data
+from .device import resolve_device
 from .models import build, load_model, save_model
 from .noises import Gaussian, Laplace
-from .run import certify_dataset, nested_paths, recertify, resolve_device
+from .run import certify_dataset, nested_paths, recertify
 from .smooth import Smooth
 from .train import accuracy, train
 

@@ -40,7 +40,7 @@ import torch
 
 from .cluster import join, worker_count
 from .errors import SmoothcertError, check, check_count, first_line
-from .sampling import NonFiniteLogits
+from .device import NonFiniteLogits, tune_allocator
 from .smooth import GROUPING, Smooth, group_size
 
 RAY_MISSING = "Ray is not installed: pip install 'smoothcert[ray]'"
@@ -147,7 +147,6 @@ class _Worker:
         check(isinstance(smooth, Smooth), f"make_smooth returned {type(smooth).__name__}, not a Smooth")
         if smooth.device.type == "cpu":
             torch.set_num_threads(self.threads or 1)      # the workers are the parallelism
-            from .cli import tune_allocator
             tune_allocator()
         elif self.threads:
             torch.set_num_threads(self.threads)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import MAX_COUNT, SmoothcertError, check
 from .filelock import SUFFIX, FileLock
+from .measures import BINS, MEASURES
 
 CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
                    "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model",
@@ -367,7 +368,7 @@ class ConfidenceRow:
     alpha: float
     n: int
     num_thresholds: int
-    histogram: Counts        # over confidence.BINS bins, summing to n
+    histogram: Counts        # over measures.BINS bins, summing to n
     measure_sum: float
 
 
@@ -375,7 +376,6 @@ def check_confidence_row(path: str, line: int, row: dict) -> ConfidenceRow:
     """One certified-confidence row, every field checked: a known measure, the histogram (on the bins smoothcert
     writes) summing to n, the measure's sum possible for n samples, selection counts summing to n0, radii finite
     and >= 0."""
-    from .confidence import BINS, MEASURES
     where = f"{path} line {line}"
     parse_int(row["idx"], where, "idx")
     _, scale, alpha = _check_settings(where, row)

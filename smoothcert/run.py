@@ -43,25 +43,6 @@ from .results import (
 from .smooth import Smooth
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' is the first CUDA device when there is one, else the CPU; a device this machine cannot run a model
-    on is refused."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise SmoothcertError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    check(device.type in ("cpu", "cuda", "mps"), f"device {name!r} cannot run a model (use auto, cpu, cuda, cuda:N or mps)")
-    if device.type == "cuda":
-        check(torch.cuda.is_available(), f"device {name} asked for, but CUDA is not available on this machine")
-        check(device.index is None or device.index < torch.cuda.device_count(),
-              f"device {name} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps":
-        check(torch.backends.mps.is_available(), f"device {name} asked for, but MPS is not available on this machine")
-    return device
-
-
 class Progress:
     """A progress bar over inputs that also shows noisy samples per second."""
 

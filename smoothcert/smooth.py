@@ -24,31 +24,11 @@ from . import bounds, certificates
 from .certificates import ABSTAIN
 from .errors import SmoothcertError, check, check_alpha, check_count
 from .models import eval_mode
-from .sampling import (
-    AMP_DTYPES,
-    ESTIMATION,
-    PIECE,
-    CompileCheck,
-    PREDICTION,
-    SELECTION,
-    BettingScores,
-    MeasureHistogram,
-    NamedSampler,
-    NestedVotes,
-    NonFiniteLogits,
-    Request,
-    Sampler,
-    ScoreSums,
-    Stream,
-    Votes,
-    auto_batch_size,
-    check_batch_memory,
-    check_compiled,
-    make_stream,
-    model_device,
-    model_dtype,
-    probe_model,
-)
+from .device import (AMP_DTYPES, CompileCheck, NonFiniteLogits, auto_batch_size, check_batch_memory, check_compiled,
+                     model_device, model_dtype, probe_model, resolve_device)
+from .engine.sampler import NamedSampler, Sampler
+from .engine.statistics import BettingScores, MeasureHistogram, NestedVotes, ScoreSums, Votes
+from .engine.streams import ESTIMATION, PIECE, PREDICTION, SELECTION, Request, Stream, make_stream
 
 
 @dataclass(frozen=True)
@@ -143,7 +123,6 @@ class Smooth:
               f"noise must be a smoothcert noise such as Gaussian(sigma), got {type(noise).__name__}")
         check(num_classes is None or (isinstance(num_classes, int) and num_classes >= 1),
               f"num_classes must be an integer >= 1, got {num_classes!r}")
-        from .run import resolve_device
         self.model = eval_mode(model) if isinstance(model, torch.nn.Module) else model
         self.noise = noise
         self.num_classes = num_classes

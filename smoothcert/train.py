@@ -12,7 +12,7 @@ from torch import nn
 
 from .errors import check, check_count
 from .models import eval_mode
-from .sampling import model_device, probe_model
+from .device import model_device, probe_model
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def test_the_python_api_refuses_sample_sizes_beyond_int64_with_a_smoothcert_erro
 def test_the_engine_holds_memory_per_request_not_per_sample():
     """A call for 10^12 samples used to build a (10^12,) array of owners first: 8 TB, a MemoryError before the
     first batch. Now the first batch arrives (and the run is stopped there)."""
-    from smoothcert.sampling import Request, Sampler, Stream, Votes
+    from smoothcert.engine import Request, Sampler, Stream, Votes
 
     class Stop(Exception):
         pass

@@ -10,6 +10,7 @@ import pytest
 from scipy import integrate, optimize, special, stats
 
 from smoothcert import confidence as cf
+from smoothcert import measures
 from smoothcert.bounds import cdf_band, dkw_epsilon, tail_lower, tail_upper
 from smoothcert.errors import SmoothcertError
 from soundness import assert_caught, assert_sound, plan
@@ -121,7 +122,7 @@ def _arrays():
 @pytest.mark.parametrize("num", [10_000, 60])
 def test_cdf_bounds_and_radius_exact(name, num):
     measure, x = _arrays()[name]
-    a, b = cf.MEASURES[measure]
+    a, b = measures.MEASURES[measure]
     sigma, alpha = 0.5, 0.05
     layers = cf.layers_from_samples(x, measure, num_thresholds=num)
     radii = np.array([0.0, 0.25, 1.0])
@@ -193,7 +194,7 @@ def test_constant_score_gives_a_finite_radius_about_ten_times_the_baseline():
 
 @pytest.mark.parametrize("measure", ["score", "margin"])
 def test_histogram_lower_bound_equals_samples_snapped_to_bin_edges(measure):
-    a, b = cf.MEASURES[measure]
+    a, b = measures.MEASURES[measure]
     x = a + (b - a) * np.random.default_rng(1).beta(9, 2, 3000)
     edges = cf.histogram_edges(measure, 256)
     snapped = edges[cf.bin_index(x, measure, 256)]

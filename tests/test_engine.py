@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import Constant, Threshold
 from smoothcert import ABSTAIN, Gaussian, Smooth, SmoothcertError
-from smoothcert.sampling import MIN_FORWARD, PIECE, Request, Sampler, derive_seed, make_stream
+from smoothcert.engine import MIN_FORWARD, PIECE, Request, Sampler, derive_seed, make_stream
 from smoothcert.smooth import group_size
 
 
@@ -274,7 +274,7 @@ def test_certify_rejects_bad_model_outputs():
 
 
 def test_auto_batch_size_probes_memory_and_backs_off():
-    from smoothcert.sampling import auto_batch_size
+    from smoothcert.device import auto_batch_size
 
     class Limited(Threshold):
         def forward(self, x):
@@ -295,7 +295,7 @@ def test_auto_batch_size_probes_memory_and_backs_off():
 
 
 def test_engine_feeds_soft_scores_and_stream_positions_to_statistics():
-    from smoothcert.sampling import ScoreSums, Statistic, Votes
+    from smoothcert.engine import ScoreSums, Statistic, Votes
 
     class Positions(Statistic):
         needs_position = True

@@ -19,7 +19,8 @@ from smoothcert import Gaussian, Laplace, Smooth, SmoothcertError
 from smoothcert.bounds import clopper_pearson_lower
 from smoothcert.certificates import ABSTAIN
 from smoothcert.rounding_attack import RoundingReader, rounding_attack
-from smoothcert.sampling import PIECE, Request, Sampler, check_compiled
+from smoothcert.device import check_compiled
+from smoothcert.engine import PIECE, Request, Sampler
 from smoothcert.sound import MAX_DIMS, RANDOM_BITS, SoundGaussian, float_sound, lookup, table_law
 
 from conftest import Threshold

@@ -13,7 +13,7 @@ from smoothcert.bounds import cdf as cdf_bounds
 from smoothcert.bounds.mean import Betting
 from smoothcert.certificates import ABSTAIN
 from smoothcert.cli import main
-from smoothcert.sampling import BettingScores, MeasureHistogram, Request, Sampler, ScoreSums
+from smoothcert.engine import BettingScores, MeasureHistogram, Request, Sampler, ScoreSums
 from soundness import assert_caught, assert_sound, plan
 
 # Threshold's logits are (-x0, x0): its softmax score of class 1 is sigmoid(2 x0). Under N(0, sigma^2) noise the

@@ -14,7 +14,7 @@ from conftest import Threshold, certify_args
 from smoothcert import Gaussian, Smooth
 from smoothcert.cli import main
 from smoothcert.errors import SmoothcertError
-from smoothcert.sampling import CompileCheck, auto_batch_size, check_compiled, fastest_batch_size
+from smoothcert.device import CompileCheck, auto_batch_size, check_compiled, fastest_batch_size
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,7 +16,7 @@ from smoothcert import certificates as C
 from smoothcert import confidence, soft
 from smoothcert.bounds.mean import Betting
 from smoothcert.bounds.sequential import UnionBound
-from smoothcert.sampling import SELECTION
+from smoothcert.engine import SELECTION
 
 
 def _swap(monkeypatch, name, fn):

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import check, check_count
 from ..models import eval_mode
-from ..sampling import model_device, probe_model
+from ..device import model_device, probe_model
 from ..train import EpochLog
 from .compose import probe_denoiser
 
