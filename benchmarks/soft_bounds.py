@@ -17,8 +17,8 @@ import torch
 from scipy.special import ndtri
 
 from smoothcert import Gaussian
-from smoothcert import confidence as cf
-from smoothcert import soft
+from smoothcert.certificates import confidence as cf
+from smoothcert.certificates import soft
 from smoothcert.bounds import Betting, bernstein_lower, hoeffding_lower
 from smoothcert.bounds.mean import centred_grid
 

@@ -779,7 +779,7 @@ def _at(where: str, fn, *args):
 def load_confidence(path, *, allow_duplicates: bool = False) -> ConfidenceResults:
     """Read a certified-confidence file, checking every row as resuming and recertify do
     (`results.check_confidence_row`; one-line errors naming the line)."""
-    from .confidence import check_thresholds
+    from .certificates.confidence import check_thresholds
     from .results import CONFIDENCE_FIRST, CONFIDENCE_LAST, check_confidence_row, parse_int, read_table
     path = os.fspath(path)
     table = read_table(path, CONFIDENCE_FIRST + CONFIDENCE_LAST)

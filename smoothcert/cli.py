@@ -467,7 +467,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_confidence(args) -> None:
-    from .confidence import check_num_thresholds, check_thresholds
+    from .certificates.confidence import check_num_thresholds, check_thresholds
     from .run import confidence_dataset
     check_count("--n0", args.n0)
     check_count("--n", args.n)

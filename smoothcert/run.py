@@ -191,7 +191,7 @@ def _unique(path: str, table) -> None:
 
 
 def _recertify_rows(path, certificate, norm, soft: bool):
-    from . import soft as soft_certificates
+    from .certificates import soft as soft_certificates
     columns = SOFT_COLUMNS if soft else CERTIFY_COLUMNS
     table = read_table(path, columns)
     check(len(table) > 0, f"{path} has no rows to re-certify")
@@ -236,7 +236,7 @@ def _recertify_rows(path, certificate, norm, soft: bool):
 
 
 def _reconfidence(path, thresholds, num_thresholds):
-    from . import confidence as conf
+    from .certificates import confidence as conf
     if num_thresholds is not None:                 # the command's own arguments before the file's rows
         conf.check_num_thresholds(num_thresholds)
     table = read_table(path, CONFIDENCE_FIRST + CONFIDENCE_LAST)
@@ -280,7 +280,7 @@ def confidence_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n:
     """Certified confidence (001) of data.x[indices] into `out` (resuming it): per input and threshold c the CDF
     and baseline radii (columns cdf@c, baseline@c), then the settings and the stored statistic (a histogram of
     the measure on fixed bins and its exact sum), from which `recertify` recomputes other thresholds."""
-    from . import confidence as conf
+    from .certificates import confidence as conf
     levels = conf.check_thresholds(thresholds, measure)
     check(smoothed.noise.name == "gaussian", "certified confidence (001) is for Gaussian noise")
     k = conf.NUM_THRESHOLDS if num_thresholds is None else conf.check_num_thresholds(num_thresholds)

@@ -371,12 +371,12 @@ class Smooth:
                      norm: str | None = None, skip: Callable[[int], bool] | None = None,
                      on_batch: Callable[[int], None] | None = None) -> Iterator[Certificate]:
         """CERTIFY the smoothed SOFT classifier (000 §2.4-2.5: the class with the largest expected softmax score)
-        with a soft certificate of `smoothcert.soft` (soft-hoeffding, soft-bernstein, soft-lipschitz,
+        with a soft certificate of `smoothcert.certificates.soft` (soft-hoeffding, soft-bernstein, soft-lipschitz,
         soft-betting): the selection samples' score sums choose A; the n fresh samples' per-class score sums
         and squares (and, for soft-betting, betting capital) bound E_A from below and the other classes from
         above (alpha/2 each). Each Certificate also carries the votes (any hard certificate can be recomputed)
         and `scores` (the stored soft statistics)."""
-        from . import soft
+        from .certificates import soft
         from .bounds.mean import centred_grid
         alpha = check_alpha(alpha)
         check_count("n0", n0)
@@ -417,8 +417,8 @@ class Smooth:
         n fresh samples give the distribution of the measure (A's softmax score, or its margin over the best
         other class) as a histogram on fixed bins, and for each threshold c the radius within which E[measure]
         provably stays above c: by the CDF certificate (Thm 2, one-sided DKW band) and the baseline (Thm 1,
-        Hoeffding), each at level alpha, found by bisection and rounded down (smoothcert.confidence)."""
-        from . import confidence as conf
+        Hoeffding), each at level alpha, found by bisection and rounded down (smoothcert.certificates.confidence)."""
+        from .certificates import confidence as conf
         alpha = check_alpha(alpha)
         check_count("n0", n0)
         check_count("n", n)
@@ -451,7 +451,7 @@ class Smooth:
 
     def _soft_selection(self, sampler, chunk, members, n0, seed, generator, on_batch):
         """The selection stage of a soft run: votes, per-class score sums, and A = the class of largest sum."""
-        from .soft import choose
+        from .certificates.soft import choose
         sel = self.streams(members, SELECTION, seed, generator, sampler.device)
         c0, (s0, _) = sampler.run(chunk, [Request(j, sel[j], n0) for j in range(len(members))],
                                   [Votes(), ScoreSums()], on_batch)

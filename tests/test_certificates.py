@@ -14,6 +14,7 @@ import unsound
 from conftest import Threshold
 from smoothcert import Gaussian, Laplace, Smooth, SmoothcertError
 from smoothcert import certificates as C
+from smoothcert.certificates import hard
 from smoothcert.bounds import clopper_pearson_lower, clopper_pearson_upper
 from soundness import assert_caught, assert_sound, plan
 
@@ -168,7 +169,7 @@ def _own_radius(name, noise, p, counts_selection, v):
     if name == "best":         # the formula of the certificate it used (the two-sided one reports an upper bound)
         return np.where(np.isfinite(v.p_upper), noise.margin_radius(pa, pb, norm), noise.radius(pa, norm))
     if name == "exact-margin":  # sigma/2 (Phi^-1 P(A) - Phi^-1 max(P(B), P(rest))), B the selection's runner-up
-        b = C.runner_up(counts_selection, np.full(len(counts_selection), a))
+        b = hard.runner_up(counts_selection, np.full(len(counts_selection), a))
         p_b = np.maximum(p[b], np.maximum(1 - pa - p[b], 0.0))
         with np.errstate(divide="ignore"):
             return 0.5 * noise.sigma * (stats.norm.ppf(pa) - stats.norm.ppf(p_b))
@@ -319,7 +320,7 @@ def _enumerated_failure_rate(name, noise, p, n0, n, alpha):
     a = sel.argmax(axis=1)
     any_n = np.zeros_like(sel)
     any_n[:, 0] = n
-    choice = np.column_stack([a, C.runner_up(sel, a),
+    choice = np.column_stack([a, hard.runner_up(sel, a),
                               np.isfinite(C.certify("best", sel, any_n, noise, alpha).p_upper)])
     rate = 0.0
     for key in np.unique(choice, axis=0):

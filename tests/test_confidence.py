@@ -1,4 +1,4 @@
-"""Certified confidence (smoothcert.confidence, 001) and the DKW band (smoothcert.bounds.cdf): exact values
+"""Certified confidence (smoothcert.certificates.confidence, 001) and the DKW band (smoothcert.bounds.cdf): exact values
 against independent loops in 40-digit arithmetic, soundness on a classifier whose smoothed expected score is
 known in closed form, and negative controls."""
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, special, stats
 
-from smoothcert import confidence as cf
+from smoothcert.certificates import confidence as cf
 from smoothcert import measures
 from smoothcert.bounds import cdf_band, dkw_epsilon, tail_lower, tail_upper
 from smoothcert.errors import SmoothcertError

@@ -153,7 +153,7 @@ def test_a_confidence_row_of_2_to_the_62_samples_and_thresholds_is_recertified_i
 
 def test_the_layers_of_a_histogram_are_the_bins_of_every_gth_order_statistic():
     """The layers are now found bin by bin; they must be the bins of the order statistics 0, g, 2g, ... as before."""
-    from smoothcert.confidence import layers_from_histogram
+    from smoothcert.certificates.confidence import layers_from_histogram
     rng = np.random.default_rng(1)
     for _ in range(300):
         bins, t = int(rng.integers(1, 64)), int(rng.integers(1, 40))

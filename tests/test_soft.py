@@ -1,4 +1,4 @@
-"""Soft prediction certificates (smoothcert.soft): exact values against independent formulas, soundness on a
+"""Soft prediction certificates (smoothcert.certificates.soft): exact values against independent formulas, soundness on a
 classifier whose smoothed scores are known in closed form and on multi-class score distributions with known
 means, and negative controls."""
 import math
@@ -9,7 +9,7 @@ import pytest
 from scipy import integrate, special, stats
 
 from smoothcert import Gaussian, Laplace
-from smoothcert import soft
+from smoothcert.certificates import soft
 from smoothcert.bounds import Betting
 from smoothcert.certificates import ABSTAIN, Verdict
 from smoothcert.errors import SmoothcertError

@@ -8,7 +8,7 @@ from scipy import integrate, optimize, stats
 
 from conftest import Steep, Threshold, certify_args, rows, without_time
 from smoothcert import Gaussian, Smooth
-from smoothcert import confidence as conf
+from smoothcert.certificates import confidence as conf
 from smoothcert.bounds import cdf as cdf_bounds
 from smoothcert.bounds.mean import Betting
 from smoothcert.certificates import ABSTAIN
@@ -92,7 +92,7 @@ def test_soft_certificates_through_the_engine_are_sound(name, alpha):
 
 def test_sound_harness_catches_plug_in_soft_means(monkeypatch):
     """Negative control: the soft margin radius of the empirical means, with no confidence bound."""
-    from smoothcert import soft
+    from smoothcert.certificates import soft
     plug = lambda s0, s1, q1, n, noise, alpha, norm="l2", mode="margin": soft.from_bounds(
         soft.choose(s0), (s1 / n)[np.arange(len(s1)), soft.choose(s0)],
         np.where(np.arange(s1.shape[1])[None] == soft.choose(s0)[:, None], -1, s1 / n).max(1), noise, norm)

@@ -229,7 +229,7 @@ def test_soft_certificates_are_sound_at_a_tie(name, sigma):
 @pytest.mark.parametrize("sigma", [0.25, 0.5])
 def test_plug_in_soft_means_are_caught_at_a_tie(sigma, monkeypatch):
     """The margin radius of the sample means, no confidence bound: wrong about half the time at a tie."""
-    from smoothcert import soft
+    from smoothcert.certificates import soft
     plug = lambda s0, s1, q1, n, noise, alpha, norm="l2", mode="margin": soft.from_bounds(   # noqa: E731
         soft.choose(s0), (s1 / n)[np.arange(len(s1)), soft.choose(s0)],
         np.where(np.arange(s1.shape[1])[None] == soft.choose(s0)[:, None], -1, s1 / n).max(1), noise, norm)

@@ -13,7 +13,8 @@ import torch
 import smoothcert.bounds
 import smoothcert.smooth
 from smoothcert import certificates as C
-from smoothcert import confidence, soft
+from smoothcert.certificates import confidence, soft
+from smoothcert.certificates import hard as H
 from smoothcert.bounds.mean import Betting
 from smoothcert.bounds.sequential import UnionBound
 from smoothcert.engine import SELECTION
@@ -39,7 +40,7 @@ def bonferroni_dropped(monkeypatch):
         return lambda counts_selection, counts, noise, alpha, norm: fn(counts_selection, counts, noise, 2 * alpha, norm)
     for name in ("margin", "teng", "lecuyer"):
         _swap(monkeypatch, name, dropped(C.CERTIFICATES[name].fn))
-    monkeypatch.setattr(C, "margin", dropped(C.margin))
+    monkeypatch.setattr(H, "margin", dropped(H.margin))
 
 
 def selection_reused(monkeypatch):
@@ -47,17 +48,17 @@ def selection_reused(monkeypatch):
     def top(counts_selection, counts):
         counts_selection, counts = C._as_counts(counts_selection), C._as_counts(counts)
         return counts_selection, counts, np.arange(len(counts)), counts.argmax(axis=1)
-    monkeypatch.setattr(C, "_top", top)
+    monkeypatch.setattr(H, "_top", top)
 
 
 def runner_up_reused(monkeypatch):
     """exact-margin with the runner-up B chosen on the estimation counts (the top class still from the selection)."""
-    exact_margin, runner_up = C.CERTIFICATES["exact-margin"].fn, C.runner_up
+    exact_margin, runner_up = C.CERTIFICATES["exact-margin"].fn, H.runner_up
 
     def reused(counts_selection, counts, noise, alpha, norm):
         estimation = C._as_counts(counts)
         with pytest.MonkeyPatch.context() as inner:
-            inner.setattr(C, "runner_up", lambda _, c_a: runner_up(estimation, c_a))
+            inner.setattr(H, "runner_up", lambda _, c_a: runner_up(estimation, c_a))
             return exact_margin(counts_selection, counts, noise, alpha, norm)
     _swap(monkeypatch, "exact-margin", reused)
 
@@ -66,8 +67,8 @@ def best_of_both(monkeypatch):
     """best taking whichever of the one- and two-sided certificates gives the larger radius on the estimation counts
     (both at the full alpha, with no union bound over the choice)."""
     def larger(counts_selection, counts, noise, alpha, norm):
-        one = C.one_sided(counts_selection, counts, noise, alpha, norm)
-        two = C.margin(counts_selection, counts, noise, alpha, norm)
+        one = H.one_sided(counts_selection, counts, noise, alpha, norm)
+        two = H.margin(counts_selection, counts, noise, alpha, norm)
         use_two = two.radius > one.radius
         return C.Verdict(*(np.where(use_two, getattr(two, f), getattr(one, f))
                            for f in ("prediction", "radius", "p_lower", "p_upper")))

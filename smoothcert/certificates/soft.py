@@ -1,6 +1,6 @@
 """Soft prediction certificates (000 §2.4-2.5, §3.1.2, §3.3.2): the smoothed SOFT classifier E[F(x + delta)],
 delta ~ N(0, sigma^2 I), F the softmax scores, predicts the class with the largest expected score; these
-certify it from the stored score statistics, as pure vectorised functions (like certificates.py for votes).
+certify it from the stored score statistics, as pure vectorised functions (like hard.py for votes).
 
 Inputs: the selection stage's per-class score sums (G, K) choose A = argmax; the n fresh estimation samples'
 per-class sums and sums of squares (G, K) bound E_A from below and max_{c != A} E_c from above.
@@ -26,9 +26,9 @@ import math
 
 import numpy as np
 
-from .bounds.mean import bernstein_lower, bernstein_upper, hoeffding_lower, hoeffding_upper
-from .certificates import ABSTAIN, Verdict
-from .errors import SmoothcertError, check, check_alpha
+from ..bounds.mean import bernstein_lower, bernstein_upper, hoeffding_lower, hoeffding_upper
+from ..errors import SmoothcertError, check, check_alpha
+from .verdict import ABSTAIN, Verdict
 
 MODES = ("margin", "one-sided")
 # x -> E_A(x) - E_c(x), the smoothing of a [-1, 1]-valued function, is LIPSCHITZ_MARGIN/sigma-Lipschitz in l2, and

@@ -1,4 +1,4 @@
-"""Named certificates: pure, vectorised functions of the stored counts -> (class, radius, bounds).
+"""Hard-vote certificates: pure, vectorised functions of the stored class counts -> (class, radius, bounds).
 
 A certificate never sees the model: it reads the class counts of the selection stage (n0 samples, which choose
 the top class A, and where needed the runner-up B) and of the estimation stage (n fresh samples, which bound
@@ -11,36 +11,12 @@ confidence bound for fixed classes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 
-from . import bounds
-from .errors import SmoothcertError, check, check_alpha
-
-ABSTAIN = -1
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a certificate concludes for each of G inputs."""
-
-    prediction: np.ndarray   # (G,) int, ABSTAIN = -1
-    radius: np.ndarray       # (G,) float, 0 where it abstains, never negative
-    p_lower: np.ndarray      # (G,) lower bound on P(A) (nan where not used)
-    p_upper: np.ndarray      # (G,) upper bound on max_{c != A} P(c) (nan where not used)
-    candidate: np.ndarray | None = None   # (G,) the class the selection samples chose, abstained or not
-    reason: np.ndarray | None = None      # (G,) why it abstained ('' where it certified)
-
-
-def _why(certified: np.ndarray, reason: str) -> np.ndarray:
-    return np.where(certified, "", reason).astype(object)
-
-
-def _as_counts(counts) -> np.ndarray:
-    counts = np.asarray(counts, dtype=np.int64)
-    return counts[None, :] if counts.ndim == 1 else counts
+from .. import bounds
+from .verdict import ABSTAIN, Verdict, _as_counts, _why
 
 
 def _top(counts_selection, counts):
@@ -154,79 +130,3 @@ def single_stage(counts_selection, counts, noise, alpha: float, norm: str) -> Ve
     sampling, so certified accuracy against labels keeps level alpha per input."""
     counts = _as_counts(counts)
     return one_sided(counts, counts, noise, alpha, norm)
-
-
-@dataclass(frozen=True)
-class Spec:
-    """A named certificate: its function, the noises it is valid for, the norm it reports by default, and
-    whether it reads the selection samples (single-stage does not: n0 may be 0)."""
-
-    name: str
-    fn: Callable
-    noises: tuple[str, ...]
-    norm: dict  # noise name -> default norm
-    summary: str
-    uses_selection: bool = True
-    statistic: str = "votes"      # what it reads: 'votes' (class counts) or 'scores' (soft scores, smoothcert.soft)
-
-
-_G, _L = "gaussian", "laplace"
-CERTIFICATES = {s.name: s for s in [
-    Spec("cohen", one_sided, (_G,), {_G: "l2"}, "one-sided Clopper-Pearson, sigma Phi^-1(pA) (Cohen et al.)"),
-    Spec("margin", margin, (_G,), {_G: "l2"}, "two-sided margin sigma/2 (Phi^-1 pA - Phi^-1 pB), Bonferroni"),
-    Spec("exact-margin", exact_margin, (_G,), {_G: "l2"}, "exact trinomial bound on the Phi^-1 margin"),
-    Spec("best", best, (_G, _L), {_G: "l2", _L: "l1"}, "one- or two-sided, chosen on the selection samples"),
-    Spec("teng", margin, (_L,), {_L: "l1"}, "Laplace l1, Teng et al. Thm 1 (Bonferroni pA, pB)"),
-    Spec("teng-binary", one_sided, (_L,), {_L: "l1"}, "Laplace l1, Teng et al. Thm 2: -lam log 2(1 - pA)"),
-    Spec("lecuyer", lecuyer, (_L,), {_L: "l1"}, "Laplace l1 baseline lam/2 log(pA/pB) (Lecuyer et al.)"),
-    Spec("gaussian-l1", one_sided, (_G,), {_G: "l1"}, "Gaussian l2 radius read as an l1 radius (baseline)"),
-    Spec("single-stage", single_stage, (_G, _L), {_G: "l2", _L: "l1"},
-         "002 Alg. 1, the same samples choose and bound: for evaluation against labels only", uses_selection=False),
-    # soft certificates read score statistics; their functions are smoothcert.soft.CERTIFICATES[name]
-    *[Spec(name, fn, (_G,), {_G: "l2"}, summary, statistic="scores") for name, fn, summary in [
-        ("soft-hoeffding", None, "soft scores, Hoeffding bounds, margin radius (Salman et al. Lemma 2)"),
-        ("soft-bernstein", None, "soft scores, empirical Bernstein (Maurer-Pontil), margin radius"),
-        ("soft-betting", None, "soft scores, betting confidence bounds (Waudby-Smith & Ramdas), margin radius"),
-        ("soft-lipschitz", None, "soft scores, Lipschitz-margin radius of 000 eq. 2 (constant sqrt(2/pi)/sigma)")]],
-]}
-DEFAULT = {_G: "cohen", _L: "teng"}
-
-
-def get(name: str | None, noise) -> Spec:
-    """The certificate `name` (the noise's default when None), checked to be valid for `noise`."""
-    name = DEFAULT[noise.name] if name is None else name
-    if name not in CERTIFICATES:
-        raise SmoothcertError(f"unknown certificate {name!r} (known: {', '.join(CERTIFICATES)})")
-    spec = CERTIFICATES[name]
-    if noise.name not in spec.noises:
-        raise SmoothcertError(f"certificate {name!r} is for {' or '.join(spec.noises)} noise, not {noise.name}")
-    return spec
-
-
-def resolve(name: str | None, noise, norm: str | None = None) -> tuple[Spec, str]:
-    """The certificate `name` for `noise` (see `get`) and the norm it reports: `norm`, or the certificate's
-    default, checked to be one the noise can certify."""
-    spec = get(name, noise)
-    norm = spec.norm[noise.name] if norm is None else norm
-    noise._check_norm(norm)
-    return spec, norm
-
-
-def certify(name: str | None, counts_selection, counts, noise, alpha: float, norm: str | None = None) -> Verdict:
-    """Apply certificate `name` to (G, K) count arrays (or single count vectors)."""
-    alpha = check_alpha(alpha)
-    spec, norm = resolve(name, noise, norm)
-    check(spec.statistic == "votes", f"{spec.name} reads soft scores, not votes: use Smooth.certify_soft or "
-                                     "smoothcert.soft")
-    check((not spec.uses_selection or (_as_counts(counts_selection).sum(axis=1) >= 1).all())
-          and (_as_counts(counts).sum(axis=1) >= 1).all(),
-          "every input needs at least one selection and one estimation sample")
-    return complete(spec.fn(counts_selection, counts, noise, alpha, norm), _as_counts(counts_selection).argmax(axis=1))
-
-
-def complete(v: Verdict, candidate) -> Verdict:
-    """Fill a Verdict's candidate (the selection's top class) and reason where a certificate did not say."""
-    if v.candidate is None or v.reason is None:
-        v = replace(v, candidate=np.asarray(candidate) if v.candidate is None else v.candidate,
-                    reason=_why(v.prediction != ABSTAIN, "abstained") if v.reason is None else v.reason)
-    return v

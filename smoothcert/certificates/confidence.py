@@ -42,10 +42,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from .bounds.cdf import tail_lower, tail_upper
-from .bounds.mean import hoeffding_lower, hoeffding_upper
-from .errors import SmoothcertError, check, check_alpha
-from .measures import BINS, bin_index, histogram_edges, measure_range
+from ..bounds.cdf import tail_lower, tail_upper
+from ..bounds.mean import hoeffding_lower, hoeffding_upper
+from ..errors import SmoothcertError, check, check_alpha
+from ..measures import BINS, bin_index, histogram_edges, measure_range
 
 NUM_THRESHOLDS = 10_000     # the authors' code
 TOL = 1e-9                  # absolute precision of certified radii (input-space units)
