@@ -36,7 +36,7 @@ from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.models import build
 from smoothcert.device import AMP_DTYPES
-from smoothcert.smooth import group_size
+from smoothcert.modes import group_size
 
 MODELS = {"digits-cnn": (1, 8, 8), "cifar-resnet20": (3, 32, 32), "cifar-resnet110": (3, 32, 32)}
 CPU_BATCH = {"digits-cnn": 1000, "cifar-resnet20": 256, "cifar-resnet110": 256}

@@ -3,7 +3,8 @@ from .analysis import Summary, export_csv, export_dataframe, export_json, load_r
 from .certificates import ABSTAIN
 from .errors import SmoothcertError
 from .noises import Gaussian, Laplace
-from .smooth import Certificate, Prediction, Smooth
+from .modes.outcomes import Certificate, Prediction
+from .smooth import Smooth
 
 __all__ = ["ABSTAIN", "Certificate", "Gaussian", "Laplace", "Prediction", "Smooth", "SmoothcertError", "Summary",
            "export_csv", "export_dataframe", "export_json", "load_results", "summarize"]

@@ -12,7 +12,7 @@ or, by default, from the driver's `Smooth` shipped once through Ray's object sto
 
 Why a row does not depend on where it was computed: an input's noise comes from its own streams, seeded by
 (seed, input index, stage); inputs that share forward batches form sampling groups, which are cut here exactly
-as `Smooth.groups` cuts them in one process (`smooth.group_size` of the same batch size and sample sizes); a
+as `modes.common.groups` cuts them in one process (`modes.group_size` of the same batch size and sample sizes); a
 task is one or more whole, consecutive groups (the last may be the partial last group); and the batch size is
 fixed for the run (`batch_size=None` is resolved once, on the driver). Tasks whose inputs are all in the file
 already are not sent; the others get the skip set, so their groups are sampled whole, as in a resumed local run.
@@ -41,7 +41,8 @@ import torch
 from .cluster import join, worker_count
 from .errors import SmoothcertError, check, check_count, first_line
 from .device import NonFiniteLogits, tune_allocator
-from .smooth import GROUPING, Smooth, group_size
+from .modes import GROUPING, group_size
+from .smooth import Smooth
 
 RAY_MISSING = "Ray is not installed: pip install 'smoothcert[ray]'"
 
@@ -298,7 +299,7 @@ class RayExecutor:
         """Run `job` (a run.Job) over xs on the workers; yield its results in index order, for the inputs not
         skipped (skip(index) True: already in the file)."""
         check(job.method in GROUPING, f"the Ray executor cannot run {job.method!r}: it does not know how that "
-                                      "method groups its inputs (smoothcert.smooth.GROUPING)")
+                                      "method groups its inputs (smoothcert.modes.GROUPING)")
         indices = [int(i) for i in indices]
         check(isinstance(xs, torch.Tensor) and len(xs) == len(indices), "xs must be a tensor with one row per index")
         smoothed.check_inputs(xs, indices)

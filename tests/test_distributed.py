@@ -20,7 +20,7 @@ from smoothcert.cli import main
 from smoothcert.data import load_data
 from smoothcert.models import save_model
 from smoothcert.run import Job, certify_dataset, predict_dataset
-from smoothcert.smooth import group_size
+from smoothcert.modes import group_size
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -141,7 +141,7 @@ def test_ray_certify_and_predict_give_the_rows_of_one_process_and_resume(tmp_pat
 
 def test_every_mode_on_ray_gives_the_rows_of_one_process(tmp_path, executor):
     """Several n, input-specific n, early stopping, soft certificates and certified confidence: the same Jobs,
-    cut into the same groups (smooth.GROUPING), give the same rows."""
+    cut into the same groups (modes.GROUPING), give the same rows."""
     from smoothcert.run import confidence_dataset
     smoothed, data, indices = _inputs(tmp_path)
     runs = {"nested": dict(n=[100, 300]), "input-n": dict(n=300, n_max=600, max_loss=0.05),

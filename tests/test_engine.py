@@ -8,7 +8,7 @@ from torch import nn
 from conftest import Constant, Threshold
 from smoothcert import ABSTAIN, Gaussian, Smooth, SmoothcertError
 from smoothcert.engine import MIN_FORWARD, PIECE, Request, Sampler, derive_seed, make_stream
-from smoothcert.smooth import group_size
+from smoothcert.modes import group_size
 
 
 def sampler(model=None, batch=10, k=2):

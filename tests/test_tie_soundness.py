@@ -23,7 +23,7 @@ from scipy import integrate, optimize, special, stats
 import unsound
 from conftest import Steep, Threshold
 from smoothcert import Gaussian, Smooth
-from smoothcert import smooth as smooth_module
+from smoothcert.modes import common as modes_common
 from smoothcert.bounds.mean import Betting
 from smoothcert.bounds.sequential import UnionBound
 from smoothcert.certificates import ABSTAIN
@@ -188,8 +188,8 @@ STREAM_MODES = {
 
 def _streams_made(monkeypatch, mode):
     made = []
-    make = smooth_module.make_stream
-    monkeypatch.setattr(smooth_module, "make_stream", lambda *key: made.append(key[:3]) or make(*key))
+    make = modes_common.make_stream
+    monkeypatch.setattr(modes_common, "make_stream", lambda *key: made.append(key[:3]) or make(*key))
     list(STREAM_MODES[mode](Smooth(Threshold(), Gaussian(SIGMA)), copies(0.1, 3)))
     return made
 

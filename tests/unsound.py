@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import smoothcert.bounds
-import smoothcert.smooth
+import smoothcert.engine.streams
 from smoothcert import certificates as C
 from smoothcert.certificates import confidence, soft
 from smoothcert.certificates import hard as H
@@ -85,7 +85,7 @@ def predict_at_twice_alpha(monkeypatch):
 def estimation_from_selection_stream(monkeypatch):
     """Every mode's estimation stream drawn as its selection stream: the first n0 'fresh' samples replay the
     selection samples that chose the class (issue 13's bug (a), there in early stopping)."""
-    monkeypatch.setattr(smoothcert.smooth, "ESTIMATION", SELECTION)
+    monkeypatch.setattr(smoothcert.engine.streams, "ESTIMATION", SELECTION)
 
 
 def pilot_votes_added(monkeypatch):

@@ -202,7 +202,7 @@ class Sampler:
 
 
 class NamedSampler:
-    """A Sampler as one group of inputs uses it (`Smooth.groups`): non-finite logits are blamed on the input by its
+    """A Sampler as one group of inputs uses it (`modes.common.groups`): non-finite logits are blamed on the input by its
     index in `names` (the data set's), not by its position in the group."""
 
     def __init__(self, sampler: Sampler, names: Sequence[int]):
