@@ -160,7 +160,7 @@ def test_a_module_import_during_a_pt2_load_is_refused_behind_the_json_check(tmp_
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     bad, marker = _crafted_program(tmp_path, "enum")
-    monkeypatch.setattr("smoothcert.pt2check.check_program_json", lambda name, raw: None)   # the first line down
+    monkeypatch.setattr("smoothcert.models.pt2check.check_program_json", lambda name, raw: None)   # the first line down
     with pytest.raises(SmoothcertError, match="imports the module 'evilmod'"):
         load_model(str(bad))
     assert not marker.exists()
@@ -397,7 +397,7 @@ def test_a_shape_symbol_whose_number_torch_counts_up_to_is_refused_fast(tmp_path
 
 
 def test_the_expression_check_parses_and_never_evaluates():
-    from smoothcert.pt2check import safe_expression
+    from smoothcert.models.pt2check import safe_expression
     assert all(not safe_expression(e) for e in COSTLY)
     for real in ["Symbol('s77', positive=True, integer=True)", "Mul(Integer(2), Symbol('s0', positive=True, "
                  "integer=True))", "Add(FloorDiv(Symbol('s53', positive=True, integer=True), Integer(2)), Integer(1))",

@@ -1,12 +1,9 @@
-"""Base classifiers: built-in architectures, and loading a model from a file or a factory.
-
-Noise is added in the model's input space (pixels in [0, 1] for the built-in data sets), *before*
-normalisation, as Cohen et al. do: every built-in architecture starts with its own `Normalize` layer, so a
-saved model carries its normalisation with it.
+"""Loading a base classifier from a spec (`load_model`: a .pt2 program, a TorchScript file, a factory or a built-in
+architecture with a state dict), saving one (`save_model`), telling models apart (`fingerprint`) and eval mode.
 
 Model specs accepted by `load_model`:
     model.pt2                       a `torch.export` program (the current PyTorch format), checked and loaded by
-                                    smoothcert.pt2guard
+                                    smoothcert.models.pt2guard
     model.pt                        a TorchScript file (torch.jit is deprecated, but old files still load)
     package.module:factory          a callable returning an nn.Module, with --weights state_dict.pt
     digits-cnn | cifar-resnet20     a built-in architecture, with --weights state_dict.pt
@@ -24,74 +21,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .errors import SmoothcertError, check, first_line
+from ..errors import SmoothcertError, check, first_line
+from .architectures import ARCHITECTURES, build
 from .pt2guard import load_program, unpickling_reason
 
-
-class Normalize(nn.Module):
-    """(x - mean) / std per channel, as the model's first layer."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-
-def digits_cnn(num_classes: int = 10, in_channels: int = 1, mean=(0.3,), std=(0.4,)) -> nn.Module:
-    """A small CNN for 8x8 images (scikit-learn's digits)."""
-    return nn.Sequential(
-        Normalize(mean * in_channels if len(mean) == 1 else mean, std * in_channels if len(std) == 1 else std),
-        nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),  # strided, not max-pooled: 6x faster on CPU
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, num_classes))
-
-
-class _Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.short = (nn.Sequential() if stride == 1 and cin == cout else
-                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.short(x))
-
-
-def cifar_resnet(depth: int = 20, num_classes: int = 10, in_channels: int = 3,
-                 mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)) -> nn.Module:
-    """He et al.'s CIFAR ResNet (depth 6k+2; 20 has 0.27M parameters; Cohen et al. use 110)."""
-    check((depth - 2) % 6 == 0, f"CIFAR ResNet depth must be 6k+2, got {depth}")
-    k = (depth - 2) // 6
-    layers, cin = [], 16
-    for cout, stride in ((16, 1), (32, 2), (64, 2)):
-        for i in range(k):
-            layers.append(_Block(cin, cout, stride if i == 0 else 1))
-            cin = cout
-    if len(mean) != in_channels and len(mean) == 3:      # e.g. one-channel digits: one channel's statistics
-        mean, std = (sum(mean) / 3,) * in_channels, (sum(std) / 3,) * in_channels
-    return nn.Sequential(Normalize(mean, std), nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
-                         nn.ReLU(), *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
-
-
-ARCHITECTURES = {
-    "digits-cnn": digits_cnn,
-    "cifar-resnet20": lambda **kw: cifar_resnet(20, **kw),
-    "cifar-resnet110": lambda **kw: cifar_resnet(110, **kw),
-}
-
-
-def build(arch: str, **kwargs) -> nn.Module:
-    """A fresh built-in architecture by name."""
-    if arch not in ARCHITECTURES:
-        raise SmoothcertError(f"unknown architecture {arch!r} (built in: {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[arch](**kwargs)
 
 
 def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bool = False,
@@ -102,8 +35,8 @@ def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bo
         spec: model.pt2, model.pt, package.module:factory or a built-in architecture name.
         weights: a state dict file, for a factory or an architecture.
         device: where the model goes.
-        trust: let torch load a .pt2 unchecked (its pickles and program can run code; see smoothcert.pt2check);
-            the archive's size bounds (smoothcert.pt2zip) hold regardless.
+        trust: let torch load a .pt2 unchecked (its pickles and program can run code; see smoothcert.models.pt2check);
+            the archive's size bounds (smoothcert.models.pt2zip) hold regardless.
         arch_kwargs: passed to a built-in architecture (num_classes is read from the weights when they have it).
     """
     is_file = spec.endswith(".pt2") or not (spec in ARCHITECTURES or ":" in spec) or os.path.exists(spec)

@@ -1,6 +1,6 @@
 """What a .pt2 may hold for torch.export.load to read it without running code or allocating without bound.
 
-`check_archive` runs before torch sees the file (smoothcert.pt2zip opens it first, so the entries checked are
+`check_archive` runs before torch sees the file (smoothcert.models.pt2zip opens it first, so the entries checked are
 the ones torch's reader returns). The entries must be exactly those torch.export.load reads for a program saved
 by torch.export.save (torch/export/pt2_archive/_package.py: load_pt2 reads every entry under models/ as a
 program, its sample inputs, the weights and constants configs and the entries they name, extra/ as text, and
@@ -10,7 +10,7 @@ would run: sympy.sympify (Python's eval) of symbolic shapes, module imports name
 it compiles, node targets it calls. Symbolic shapes must be plain shape arithmetic (see `safe_expression`), so
 evaluating one costs little. `--trust-model` lifts these checks; it does not lift the size bounds of pt2zip or
 `check_tensor_sizes` (a weight may not declare more elements than its entry holds: torch would allocate them).
-smoothcert.pt2guard guards the load itself.
+smoothcert.models.pt2guard guards the load itself.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ Bounds (they hold with --trust-model too: a trusted file can still be a truncate
     ResNet-110's program is 0.8 MB);
   - a torch.save archive inside it (the sample inputs, *.pt), which torch.load reads with the same reader, must
     pass the same checks with every entry stored, so it cannot inflate either.
-Sizes of tensors declared inside the JSON are checked against these entries by smoothcert.pt2check.
+Sizes of tensors declared inside the JSON are checked against these entries by smoothcert.models.pt2check.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import zlib
 
 import torch
 
-from .errors import SmoothcertError, first_line
+from ..errors import SmoothcertError, first_line
 
 INFLATION = 8
 SLACK = 1 << 20

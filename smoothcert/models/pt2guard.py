@@ -1,4 +1,4 @@
-"""Loading a .pt2 file: its checks (smoothcert.pt2check) first, then torch.export.load under a guard, one-line
+"""Loading a .pt2 file: its checks (smoothcert.models.pt2check) first, then torch.export.load under a guard, one-line
 errors for every refusal.
 
 While torch.export.load runs, torch.load is forced to weights_only=True (tensors and plain containers only) and
@@ -24,7 +24,7 @@ import warnings
 
 import torch
 
-from .errors import SmoothcertError, first_line
+from ..errors import SmoothcertError, first_line
 from .pt2check import Refused, check_archive
 from .pt2zip import TooLarge, Unreadable
 
