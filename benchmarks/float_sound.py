@@ -1,4 +1,4 @@
-"""Float-sound sampling (smoothcert.sound) against default sampling: speed, certified accuracy, the attack.
+"""Float-sound sampling (smoothcert.noises.sound) against default sampling: speed, certified accuracy, the attack.
 
   speed     samples per second (of this process's CPU time on a CPU, of wall time on CUDA) of `certify_many`
             (n0 = 100, n = 10,000, alpha = 0.001, sigma = 0.25) under default Gaussian noise and under
@@ -9,7 +9,7 @@
             0.5, the digits CNN trained under Gaussian noise as the demo trains it (reused from --out when
             there), the same n, seed and batch under both samplers (targets: within 0.5 points and 1 %); the
             two samplers draw different noise, so the differences include Monte Carlo noise;
-  attack    the rounding attack (smoothcert.rounding_attack, CIFAR-sized, sigma = 0.25, n = 2,000): the share of
+  attack    the rounding attack (smoothcert.noises.rounding_attack, CIFAR-sized, sigma = 0.25, n = 2,000): the share of
             --trials seeds whose certificate at the black image covers the gray image yet PREDICT there
             returns another class (a false certificate);
   law       on each device: a chi-square of 10 million float-sound draws against the table's exact law, and the
@@ -37,9 +37,9 @@ from throughput import CPU_BATCH, GPU_BATCH, MODELS, Clock, measure_certify, wri
 from smoothcert import Gaussian, Smooth  # noqa: E402
 from smoothcert.certificates import ABSTAIN  # noqa: E402
 from smoothcert.models import build  # noqa: E402
-from smoothcert.rounding_attack import rounding_attack  # noqa: E402
+from smoothcert.noises.rounding_attack import rounding_attack  # noqa: E402
 from smoothcert.engine import PIECE, Request, Sampler  # noqa: E402
-from smoothcert.sound import RANDOM_BITS, SoundGaussian  # noqa: E402
+from smoothcert.noises.sound import RANDOM_BITS, SoundGaussian  # noqa: E402
 
 GRIDS = {"digits-cnn": 16, "cifar-resnet20": 255, "cifar-resnet110": 255}
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0)

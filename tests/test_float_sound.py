@@ -1,4 +1,4 @@
-"""Float-sound sampling (smoothcert.sound) and the floating-point attack it defeats (smoothcert.rounding_attack).
+"""Float-sound sampling (smoothcert.noises.sound) and the floating-point attack it defeats (rounding_attack.py).
 
 The attack test runs the real engine (Smooth.certify / Smooth.predict): under default sampling it must find a
 false certificate, under float-sound sampling none. The rest: the rounding pattern the attack reads is exact;
@@ -18,10 +18,10 @@ from scipy.special import ndtri
 from smoothcert import Gaussian, Laplace, Smooth, SmoothcertError
 from smoothcert.bounds import clopper_pearson_lower
 from smoothcert.certificates import ABSTAIN
-from smoothcert.rounding_attack import RoundingReader, rounding_attack
+from smoothcert.noises.rounding_attack import RoundingReader, rounding_attack
 from smoothcert.device import check_compiled
 from smoothcert.engine import PIECE, Request, Sampler
-from smoothcert.sound import MAX_DIMS, RANDOM_BITS, SoundGaussian, float_sound, lookup, table_law
+from smoothcert.noises.sound import MAX_DIMS, RANDOM_BITS, SoundGaussian, float_sound, lookup, table_law
 
 from conftest import Threshold
 from soundness import assert_caught, assert_sound, plan

@@ -75,7 +75,7 @@ class Sampler:
     def _run(self, inputs, requests, statistics, on_batch) -> list:
         if inputs.device != self.device or inputs.dtype != self.noise_dtype:
             inputs = inputs.to(self.device, self.noise_dtype)
-        if hasattr(self.noise, "encode"):     # float-sound noise (smoothcert.sound): inputs to exact grid units
+        if hasattr(self.noise, "encode"):     # float-sound noise (smoothcert.noises.sound): inputs to exact grid units
             inputs = self.noise.encode(inputs)
         streams = [r.stream if isinstance(r.stream, Stream) else Stream(r.stream) for r in requests]
         sizes = [int(r.k) for r in requests]

@@ -17,7 +17,7 @@ One coordinate alone carries little: the pattern shows only where fl(c + delta) 
 probability of order c/sigma (0.01 a sample here), too little in our analysis to fake a certificate at
 distances like the paper's 0.8 in one dimension; the attack needs the many coordinates of an image. (The paper's
 own 1-D construction could not be checked: only its abstract and introduction were available to us.)
-Float-sound sampling (smoothcert.sound) adds noise exactly in grid units, so the model sees a function of the
+Float-sound sampling (smoothcert.noises.sound) adds noise exactly in grid units, so the model sees a function of the
 exact x + delta and f reads nothing it could not read from that point (the tests).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import check
+from ..errors import check
 
 
 class RoundingReader(nn.Module):

@@ -6,6 +6,10 @@ normalisation layer belongs inside the model.
 
 Every radius method is vectorised over numpy arrays, returns 0 where the bounds certify nothing (never a
 negative radius), and takes the norm the radius is measured in; a noise that cannot certify a norm says so.
+
+Here: Gaussian and Laplace, the registry of noises by name (NOISES, make_noise). Beside them: sound.py, the
+float-sound Gaussian (drawn exactly on a grid), and rounding_attack.py, the floating-point attack it defeats.
+A new noise is a class with sample and its radius per norm, and an entry in NOISES.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 from scipy.special import ndtri
 
-from .errors import SmoothcertError, check
+from ..errors import SmoothcertError, check
 
 
 def _positive(obj, name: str) -> None:

@@ -3,7 +3,7 @@ ICLR 2023): the noise `SoundGaussian` and the exact integer table it is drawn fr
 
 Why: Cohen et al.'s certificate (Thm 1) is a statement about x + eps with eps ~ N(0, sigma^2 I) in exact
 arithmetic. The engine computes fl(x + fl(eps)), which is not a function of x + eps alone, so a base classifier
-can read the rounding pattern and tell noise added to x from noise added to x' (smoothcert.rounding_attack).
+can read the rounding pattern and tell noise added to x from noise added to x' (smoothcert.noises.rounding_attack).
 
 Design (the paper's remedy, in integer form; the authors' certifier.py draws the same rounded normal; the
 paper's text past its introduction was not available to us, so no equation of it is cited here):
@@ -56,8 +56,8 @@ import mpmath
 import numpy as np
 import torch
 
-from .errors import SmoothcertError, check
-from .noises import Gaussian, _Noise, _positive
+from ..errors import SmoothcertError, check
+from . import Gaussian, _Noise, _positive
 
 RANDOM_BITS = 63            # int64 random_(): uniform on [0, 2^63)
 TAIL = 9.6                  # atoms up to J = ceil(TAIL sigma_u / h): P(|eps| > 9.6 sigma) < 2^-70
@@ -178,7 +178,7 @@ class SoundGaussian(_Noise):
     deviation sigma on steps of 2^-bits / grid, inputs on the grid k / grid, added exactly in grid units.
 
     The Sampler calls `encode` on its inputs and `decode` on each noisy batch before the model (the hook in
-    smoothcert.sampling); `sample` fills a buffer with noise in grid units. Certifies l2, and l1 as the l2 ball
+    smoothcert.engine); `sample` fills a buffer with noise in grid units. Certifies l2, and l1 as the l2 ball
     contains the l1 ball, like Gaussian.
 
     Args:
