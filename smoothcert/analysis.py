@@ -167,10 +167,11 @@ def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = F
 
 def _read_rows(path: str) -> tuple[list[str], list[dict], list[int]]:
     """(header, rows as dicts, their line numbers) of a results file. smoothcert's certify files are read as every
-    other reader of them reads them (results.read_table, each row checked by results.check_certify_row: counts,
+    other reader of them reads them (files.rows.read_table, each row checked by files.rows.check_certify_row: counts,
     samples <= n, = n in a fixed-n row), so analyze accepts exactly the files planning and recertify accept;
     other files (Cohen et al.'s, predict files) with a CSV reader that skips blank lines."""
-    from .results import CERTIFY_COLUMNS, check_certify_row, read_table
+    from .files.columns import CERTIFY_COLUMNS
+    from .files.rows import check_certify_row, read_table
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f, delimiter="\t")
@@ -778,9 +779,10 @@ def _at(where: str, fn, *args):
 
 def load_confidence(path, *, allow_duplicates: bool = False) -> ConfidenceResults:
     """Read a certified-confidence file, checking every row as resuming and recertify do
-    (`results.check_confidence_row`; one-line errors naming the line)."""
+    (`files.rows.check_confidence_row`; one-line errors naming the line)."""
     from .certificates.confidence import check_thresholds
-    from .results import CONFIDENCE_FIRST, CONFIDENCE_LAST, check_confidence_row, parse_int, read_table
+    from .files.columns import CONFIDENCE_FIRST, CONFIDENCE_LAST
+    from .files.rows import check_confidence_row, parse_int, read_table
     path = os.fspath(path)
     table = read_table(path, CONFIDENCE_FIRST + CONFIDENCE_LAST)
     check(table, f"{path}: no result rows after the header")

@@ -347,7 +347,7 @@ def _executor(args, smoothed, data):
 
 def _check_out(args) -> None:
     """--out must be a regular file (or none yet), and not one of the run's own inputs."""
-    from .results import check_output_path
+    from .files.columns import check_output_path
     check_output_path(args.out)
     if os.path.exists(args.out):
         data_path = args.data.partition(":")[2] if ":" in args.data else None

@@ -248,7 +248,8 @@ def load_run(path: str) -> Run:
     """
     from .analysis import check_unique
     from .certificates import get, one_sided
-    from .results import CERTIFY_COLUMNS, check_certify_row, parse_float, read_table
+    from .files.columns import CERTIFY_COLUMNS
+    from .files.rows import check_certify_row, parse_float, read_table
     try:
         table = read_table(path, CERTIFY_COLUMNS)
     except (OSError, UnicodeDecodeError) as e:

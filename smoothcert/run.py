@@ -15,31 +15,14 @@ from tqdm import tqdm
 from . import certificates
 from .bounds.margin import MAX_N as MAX_EXACT_N
 from .errors import SmoothcertError, check, check_count
-from .filelock import writer_of
+from .files.columns import (CERTIFY_COLUMNS, CONFIDENCE_FIRST, CONFIDENCE_LAST, PREDICT_COLUMNS, SOFT_COLUMNS,
+                            check_output_path, confidence_cells, confidence_columns, encode_counts, encode_scores,
+                            format_float, format_time)
+from .files.lock import FileLock, writer_of
+from .files.rows import (check_certify_row, check_confidence_row, check_soft_row, dense, in_chunks, parse_int,
+                         read_table)
+from .files.writer import ResultsWriter, write_all
 from .noises import NOISES
-from .results import (
-    CERTIFY_COLUMNS,
-    CONFIDENCE_FIRST,
-    CONFIDENCE_LAST,
-    SOFT_COLUMNS,
-    confidence_columns,
-    encode_scores,
-    parse_int,
-    PREDICT_COLUMNS,
-    FileLock,
-    ResultsWriter,
-    check_certify_row,
-    check_confidence_row,
-    check_output_path,
-    check_soft_row,
-    dense,
-    encode_counts,
-    format_float,
-    format_time,
-    in_chunks,
-    read_table,
-    write_all,
-)
 from .smooth import Smooth
 
 
@@ -261,16 +244,9 @@ def _reconfidence(path, thresholds, num_thresholds):
         base = conf.baseline_radius(np.array([c.measure_sum]), c.n, np.array(levels), c.scale, c.alpha,
                                     c.measure)[0]
         row = {key: value for key, value in row.items() if "@" not in key}
-        row.update(num_thresholds=str(k), **_confidence_cells(levels, cdf, base))
+        row.update(num_thresholds=str(k), **confidence_cells(levels, cdf, base))
         rows.append(row)
     return confidence_columns(levels), rows
-
-
-def _confidence_cells(levels, cdf, base) -> dict:
-    cells = {}
-    for c, r_cdf, r_base in zip(levels, cdf, base):
-        cells[f"cdf@{c:g}"], cells[f"baseline@{c:g}"] = format_float(r_cdf), format_float(r_base)
-    return cells
 
 
 def confidence_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: int, alpha: float,
@@ -290,7 +266,7 @@ def confidence_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n:
               {"seed": seed, "measure": measure, "num_thresholds": k, "bins": conf.BINS})
 
     def row(r):
-        return {**_confidence_cells(levels, r.cdf, r.baseline), "counts_selection": encode_counts(r.counts_selection),
+        return {**confidence_cells(levels, r.cdf, r.baseline), "counts_selection": encode_counts(r.counts_selection),
                 "scores_selection": encode_scores(r.scores_selection), "histogram": encode_counts(r.histogram),
                 "measure_sum": format_float(r.measure_sum)}
 

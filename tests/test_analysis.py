@@ -746,7 +746,7 @@ def test_predict_rows_of_different_n_are_refused(tmp_path):
 
 def write_confidence(path, cdf=("cdf@0.5", "cdf@0.8"), baseline=("baseline@0.5", "baseline@0.8"),
                      alpha=("0.001", "0.001"), scale=("0.25", "0.25")):
-    from smoothcert.results import CONFIDENCE_FIRST, CONFIDENCE_LAST
+    from smoothcert.files import CONFIDENCE_FIRST, CONFIDENCE_LAST
     header = list(CONFIDENCE_FIRST) + [h for pair in zip(cdf, baseline) for h in pair] + list(CONFIDENCE_LAST)
     lines = ["\t".join(header)]
     for i, (a, s) in enumerate(zip(alpha, scale)):

@@ -9,7 +9,7 @@ import torch
 from conftest import certify_args, rows, tiny_cnn, without_time
 from smoothcert.cli import main
 from smoothcert.models import save_model
-from smoothcert.results import CERTIFY_COLUMNS, PREDICT_COLUMNS
+from smoothcert.files import CERTIFY_COLUMNS, PREDICT_COLUMNS
 
 
 def test_certify_writes_cohens_columns_then_the_statistics(tmp_path, model_pt2, npz_data):

@@ -14,11 +14,11 @@ import torch
 from conftest import certify_args, rows, tiny_cnn
 from smoothcert import run as run_module
 from smoothcert.cli import main
-from smoothcert.filelock import MAGIC, FileLock
+from smoothcert.files.lock import MAGIC, FileLock
 from smoothcert.models import save_model
 
 MB = 1 << 20
-BIG = 1_000_000                                    # classes claimed by a hostile row (results.MAX_CLASSES)
+BIG = 1_000_000                                    # classes claimed by a hostile row (files.rows.MAX_CLASSES)
 
 
 def one_line(capsys, code) -> str:
@@ -296,7 +296,7 @@ def test_a_lock_replaced_by_a_users_file_is_not_deleted_on_release(tmp_path):
 
 def test_a_stale_lock_of_a_killed_run_is_replaced_and_removed(made, tmp_path):
     out = tmp_path / "r.tsv"
-    code = f"from smoothcert.filelock import FileLock; import os; FileLock({str(out)!r}).acquire(); os._exit(0)"
+    code = f"from smoothcert.files.lock import FileLock; import os; FileLock({str(out)!r}).acquire(); os._exit(0)"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / "r.tsv.lock").read_bytes().startswith(MAGIC)
     assert main(_certify(made, out)) == 0

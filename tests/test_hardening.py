@@ -12,7 +12,7 @@ from torch import nn
 from conftest import WithConstant, certify_args, one_line_error, rows, tiny_cnn
 from smoothcert.cli import main
 from smoothcert.models import fingerprint, load_model, save_model
-from smoothcert.results import FileLock
+from smoothcert.files import FileLock
 
 
 # -- 1. a .pt2 must not run code or exhaust memory: tests/test_pt2_safety.py ----------------------------------------
@@ -77,7 +77,7 @@ def test_two_identical_runs_started_at_once_write_every_row_once(tmp_path, model
 
 def test_the_lock_of_a_killed_run_does_not_block_the_next(tmp_path):
     out = str(tmp_path / "r.tsv")
-    code = f"from smoothcert.results import FileLock; import os; FileLock({out!r}).acquire(); os._exit(0)"
+    code = f"from smoothcert.files import FileLock; import os; FileLock({out!r}).acquire(); os._exit(0)"
     subprocess.run([sys.executable, "-c", code], check=True)
     with FileLock(out):                            # the kernel dropped the dead process's lock
         pass

@@ -13,7 +13,7 @@ from smoothcert import planning as P
 from smoothcert.bounds import clopper_pearson_lower
 from smoothcert.certificates import certify
 from smoothcert.cli import main
-from smoothcert.results import CERTIFY_COLUMNS, encode_counts, write_all
+from smoothcert.files import CERTIFY_COLUMNS, encode_counts, write_all
 from soundness import assert_caught, assert_sound, plan
 
 G = Gaussian(0.25)

@@ -4,7 +4,7 @@
 `writer_of(PATH)` tells a reader whether a live run is writing PATH; it creates, changes and deletes nothing.
 
 Readers take no lock. A writer appends whole rows and flushes each, so a reader sees the rows written so far and
-refuses a cut-off last one (results.read_table). A shared lock could not be sound and harmless at once: a reader
+refuses a cut-off last one (rows.read_table). A shared lock could not be sound and harmless at once: a reader
 may not create a lock file (the folder may be read-only, and it must leave nothing behind), so it could lock only
 when a lock file happened to exist, and while it held one a starting writer would be refused as if a run were
 writing. recertify asks `writer_of` and refuses an input that a live run is still writing.
@@ -18,9 +18,9 @@ import stat
 import sys
 import time
 
-from .errors import SmoothcertError, check
+from ..errors import SmoothcertError, check
 
-SUFFIX = ".lock"                                    # OUT.lock; an --out ending in it is refused (results.py)
+SUFFIX = ".lock"                                    # OUT.lock; an --out ending in it is refused (columns.py)
 MAGIC = b"smoothcert results lock: "                # the first bytes of every lock file smoothcert creates
 # opened never through a link, and not inherited by programs started from here (one would keep the lock alive)
 _FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -1,200 +1,23 @@
-"""Results files: tab-separated, Cohen et al.'s columns first, then the settings and the raw statistics.
-
-Rows are appended and flushed one at a time. Running the same command again resumes: a half-written last
-line (an interrupted write) is cut off, rows already there are checked (every field, as recertify checks
-them), kept and skipped, and rows made with other settings, data or model, or corrupted, are refused (naming
-the line) rather than mixed in. The file is created only when its first row is
-ready, so a run that fails its checks leaves no file behind. A run holds an exclusive lock on its results file
-for its whole life (filelock.py), so two runs can never write one file.
-What a row makes a reader allocate is bounded by its own text: counts stay sparse (`Counts`, made dense a chunk
-of rows at a time), a histogram has the bins smoothcert writes, per-class scores are allocated once all are there.
+"""Reading results files back: every row with its line number (`read_table`), each cell parsed (`parse_int`,
+`parse_float`, sparse `Counts`, per-class scores) and each kind of row checked field by field (`check_row`), naming
+the file and line of the first bad field. What a row makes a reader allocate is bounded by its own text: counts
+stay sparse (made dense a chunk of rows at a time), a histogram has the bins smoothcert writes, per-class scores
+are allocated once all are there.
 """
 from __future__ import annotations
 
-import datetime
-import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import MAX_COUNT, SmoothcertError, check
-from .filelock import SUFFIX, FileLock
-from .measures import BINS, MEASURES
-
-CERTIFY_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time",
-                   "noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model",
-                   "samples", "pA_lower", "pB_upper", "num_classes", "counts_selection", "counts")
-PREDICT_COLUMNS = ("idx", "label", "predict", "correct", "time",
-                   "noise", "scale", "alpha", "n", "seed", "model", "pvalue", "num_classes", "counts")
-SOFT_COLUMNS = CERTIFY_COLUMNS + ("scores_selection", "scores")   # soft certificates: score sums per class
-CONFIDENCE_FIRST = ("idx", "label", "predict", "correct")          # then cdf@c, baseline@c per threshold c
-CONFIDENCE_LAST = ("time", "noise", "scale", "measure", "alpha", "n0", "n", "seed", "model", "num_thresholds",
-                   "num_classes", "bins", "counts_selection", "scores_selection", "histogram", "measure_sum")
-
-
-def confidence_columns(thresholds) -> tuple[str, ...]:
-    """The header of a certified-confidence file for these thresholds."""
-    return CONFIDENCE_FIRST + tuple(f"{kind}@{c:g}" for c in thresholds for kind in ("cdf", "baseline")) \
-        + CONFIDENCE_LAST
-
+from ..errors import MAX_COUNT, SmoothcertError, check
+from ..measures import BINS, MEASURES
+from ..noises import NOISES
+from .columns import CERTIFY_COLUMNS, CONFIDENCE_FIRST, CONFIDENCE_LAST, PREDICT_COLUMNS, SOFT_COLUMNS
 
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
 DENSE_BYTES = 1 << 24            # dense counts are built at most this many bytes (16 MB) at a time
-
-
-def check_output_path(path: str) -> None:
-    """--out must name a regular file (or none yet) in an existing folder: not /dev/null, a folder or a link to one,
-    and not a name ending in .lock, the name of runs' lock files (filelock.py)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    check(not any(p.lower().endswith(SUFFIX) for p in (path, os.path.realpath(path))),
-          f"--out {path} ends in {SUFFIX}, the name of a run's lock file (OUT{SUFFIX}); choose another --out")
-    check(os.path.isdir(parent), f"output folder does not exist: {parent}")
-    check(not os.path.exists(path) or os.path.isfile(path),
-          f"{path} exists and is not a regular file (a device, folder or pipe); choose a file for --out")
-
-
-def encode_counts(counts: np.ndarray) -> str:
-    """Sparse class counts: 'class:count' for the non-zero classes, comma separated ('' when all zero)."""
-    return ",".join(f"{c}:{int(k)}" for c, k in enumerate(counts) if k)
-
-
-def encode_scores(*columns: np.ndarray) -> str:
-    """Per-class floats, 'class:v1[:v2...]' for every class, at full precision (repr round-trips)."""
-    return ",".join(":".join([str(c)] + [repr(float(col[c])) for col in columns]) for c in range(len(columns[0])))
-
-
-def parse_scores(text: str, num_classes: int, values: int, where: str, what: str) -> list[np.ndarray]:
-    """The `values` per-class float arrays of encode_scores, every class once, every value finite (nothing
-    num_classes long is allocated before every class is there)."""
-    scores: dict[int, list[float]] = {}
-    for item in filter(None, text.split(",")):
-        parts = item.split(":")
-        check(len(parts) == values + 1, f"{where}: {what} must be class:{':'.join(['value'] * values)} items, "
-                                        f"got {item!r}")
-        c = parse_int(parts[0], where, f"a class in {what}", 0, num_classes - 1)
-        check(c not in scores, f"{where}: class {c} appears twice in {what}")
-        try:
-            scores[c] = [float(part) for part in parts[1:]]
-        except ValueError:
-            raise SmoothcertError(f"{where}: {what} must hold numbers, got {item!r}") from None
-    complete = len(scores) == num_classes     # every class there: only now is anything num_classes long made
-    out = [np.array([scores[c][i] for c in range(num_classes)]) for i in range(values)] if complete else []
-    check(complete and all(np.all(np.isfinite(v)) for v in out), f"{where}: {what} must give finite values for "
-                                                                 f"all {num_classes} classes")
-    return out
-
-
-def format_time(seconds: float) -> str:
-    """Cohen et al.'s time column: str(datetime.timedelta)."""
-    return str(datetime.timedelta(seconds=seconds))
-
-
-def format_float(value: float) -> str:
-    """Full precision (repr round-trips exactly): a radius is never rounded up."""
-    return repr(float(value))
-
-
-class ResultsWriter:
-    """Append rows to a results file, resuming an earlier run of the same settings.
-
-    Args:
-        path: the results file.
-        columns: its header.
-        settings: column -> value that every row of this run has; an existing file must agree.
-        labels: index -> true label of the data, to check an existing file was made on the same data.
-    """
-
-    def __init__(self, path: str, columns: tuple[str, ...], settings: Mapping[str, str],
-                 labels: Mapping[int, int] | None = None):
-        self.path, self.columns, self.settings = path, columns, dict(settings)
-        self.done: set[int] = set()
-        self._file = None
-        check_output_path(path)
-        self._lock = FileLock(path).acquire()     # held until close(): no second run can write this file
-        try:
-            if os.path.exists(path) and os.path.getsize(path) > 0:
-                self._load_existing(labels or {})
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def _load_existing(self, labels: Mapping[int, int]) -> None:
-        with open(self.path, "rb") as f:
-            raw = f.readline(1 << 16)
-        try:
-            first = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise SmoothcertError(f"{self.path} exists and holds binary data, not a results file (is it a model or "
-                                  "data file?); choose another --out") from None
-        if not first.endswith("\n") and "\t".join(self.columns).startswith(first):
-            return                     # only a half-written header: an interrupted start, treated as empty
-        header = first.rstrip("\r\n").split("\t")
-        if tuple(header) != self.columns:
-            kind = "results file made by another command or another smoothcert version" if "idx" in header \
-                else "file that is not a smoothcert results file"
-            raise SmoothcertError(f"{self.path} exists and is a {kind} (its header differs); choose another --out")
-        for line, row in read_table(self.path, self.columns, resuming=True):
-            for key, value in self.settings.items():
-                if row.get(key) != value:
-                    raise SmoothcertError(
-                        f"{self.path} line {line} was made with {key}={row.get(key)} but this run has {key}={value}; "
-                        "choose another --out to keep both")
-            where = f"{self.path} line {line}"
-            idx, label = parse_int(row["idx"], where, "idx"), parse_int(row["label"], where, "label")
-            check_row(self.path, line, row, self.columns)     # a corrupted row is refused, not kept and resumed
-            if idx in labels and label != labels[idx]:
-                raise SmoothcertError(f"{where}: label {label} of input {idx} differs from the data's; it was made "
-                                      "on other data; choose another --out")
-            if idx in self.done:
-                raise SmoothcertError(f"{where}: input {idx} appears twice")
-            self.done.add(idx)
-
-    def write(self, row: Mapping[str, object]) -> None:
-        if self._file is None:
-            self._open()
-        values = {**self.settings, **row}
-        self._file.write("\t".join(str(values[c]) for c in self.columns) + "\n")
-        self._file.flush()
-        self.done.add(int(row["idx"]))
-
-    def _open(self) -> None:
-        if os.path.exists(self.path):  # cut a half-written last line (or header) left by an interrupted run
-            with open(self.path, "rb+") as f:
-                data = f.read()
-                if not data.endswith(b"\n"):
-                    f.truncate(data.rfind(b"\n") + 1)
-        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
-        self._file = open(self.path, "a", newline="")
-        if not exists:
-            self._file.write("\t".join(self.columns) + "\n")
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        self._lock.release()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def write_all(path: str, columns: tuple[str, ...], rows: Iterable[Mapping[str, object]]) -> None:
-    """Write a whole results file at once, atomically (used by re-certification): the caller holds its lock."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    f = open(tmp, "x", newline="")              # created here (O_EXCL): never a file or link already there
-    try:
-        with f:
-            f.write("\t".join(columns) + "\n")
-            for row in rows:
-                f.write("\t".join(str(row[c]) for c in columns) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)                          # ours
-        raise
 
 
 def read_table(path: str, columns: Iterable[str], *, resuming: bool = False) -> list[tuple[int, dict[str, str]]]:
@@ -231,6 +54,27 @@ def parse_int(text: str, where: str, what: str, low: int = 0, high: int = MAX_CO
         raise SmoothcertError(f"{where}: {what} must be an integer, got {text!r}") from None
     check(low <= value <= high, f"{where}: {what} must lie in {low}..{high}, got {value}")
     return value
+
+
+def parse_scores(text: str, num_classes: int, values: int, where: str, what: str) -> list[np.ndarray]:
+    """The `values` per-class float arrays of encode_scores, every class once, every value finite (nothing
+    num_classes long is allocated before every class is there)."""
+    scores: dict[int, list[float]] = {}
+    for item in filter(None, text.split(",")):
+        parts = item.split(":")
+        check(len(parts) == values + 1, f"{where}: {what} must be class:{':'.join(['value'] * values)} items, "
+                                        f"got {item!r}")
+        c = parse_int(parts[0], where, f"a class in {what}", 0, num_classes - 1)
+        check(c not in scores, f"{where}: class {c} appears twice in {what}")
+        try:
+            scores[c] = [float(part) for part in parts[1:]]
+        except ValueError:
+            raise SmoothcertError(f"{where}: {what} must hold numbers, got {item!r}") from None
+    complete = len(scores) == num_classes     # every class there: only now is anything num_classes long made
+    out = [np.array([scores[c][i] for c in range(num_classes)]) for i in range(values)] if complete else []
+    check(complete and all(np.all(np.isfinite(v)) for v in out), f"{where}: {what} must give finite values for "
+                                                                 f"all {num_classes} classes")
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -286,7 +130,6 @@ def parse_counts(text: str, num_classes: int, total: int, where: str, what: str)
 
 def _check_settings(where: str, row: dict) -> tuple[str, float, float]:
     """(noise, scale, alpha) of a row: a known noise, a finite scale > 0, alpha in (0, 1)."""
-    from .noises import NOISES
     check(row["noise"] in NOISES, f"{where}: unknown noise {row['noise']!r} (known: {', '.join(NOISES)})")
     try:
         scale, alpha = float(row["scale"]), float(row["alpha"])
