@@ -74,7 +74,7 @@ def speed(name: str, device: torch.device, n: int, seconds: float, rounds: int) 
 
 def accuracy(out_dir: str, n: int, device: torch.device, epochs: int, seed: int = 0) -> list[dict]:
     from smoothcert.data import load_data
-    from smoothcert.demo import _model
+    from smoothcert.jobs.demo import _model
     train_set, test_set = load_data("digits", "train"), load_data("digits", "test")
     os.makedirs(out_dir, exist_ok=True)
     rows = []

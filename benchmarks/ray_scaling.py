@@ -36,7 +36,7 @@ from smoothcert import Gaussian, Smooth
 from smoothcert.cli import tune_allocator
 from smoothcert.distributed import RayExecutor, require_ray
 from smoothcert.models import build
-from smoothcert.run import Job
+from smoothcert.jobs import Job
 
 N0, ALPHA, SIGMA = 100, 0.001, 0.25
 

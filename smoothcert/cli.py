@@ -358,7 +358,7 @@ def _check_out(args) -> None:
 
 def cmd_certify(args) -> None:
     from . import certificates, planning
-    from .run import certify_dataset, nested_paths
+    from .jobs import certify_dataset, nested_paths
     spec, _ = certificates.resolve(args.certificate, _noise(args), args.norm)   # before any data or model is loaded
     check_count("--n0", args.n0, 0 if not spec.uses_selection else 1)
     ns = _numbers(args.n or "100000", "--n", int)
@@ -393,7 +393,7 @@ def cmd_certify(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from .run import predict_dataset
+    from .jobs import predict_dataset
     check_count("--n", args.n)
     smoothed, data, indices = _smoothed(args)
     with _executor(args, smoothed, data) as executor:
@@ -408,7 +408,7 @@ def cmd_bench_latency(args) -> None:
     from .data import load_data
     from .models import load_model
     from .device import resolve_device
-    from .run import bench_latency
+    from .jobs import bench_latency
     from .smooth import Smooth
     noise = _noise(args)
     alpha = check_alpha(args.alpha)
@@ -468,7 +468,7 @@ def cmd_train(args) -> None:
 
 def cmd_confidence(args) -> None:
     from .certificates.confidence import check_num_thresholds, check_thresholds
-    from .run import confidence_dataset
+    from .jobs import confidence_dataset
     check_count("--n0", args.n0)
     check_count("--n", args.n)
     thresholds = check_thresholds(_numbers(args.thresholds, "--thresholds"), args.measure)   # before any model
@@ -485,7 +485,7 @@ def cmd_confidence(args) -> None:
 
 
 def cmd_recertify(args) -> None:
-    from .run import recertify
+    from .jobs import recertify
     thresholds = None if args.thresholds is None else _numbers(args.thresholds, "--thresholds")
     rows = recertify(args.results, args.certificate, args.out, args.norm, overwrite=args.force,
                      thresholds=thresholds, num_thresholds=args.num_thresholds)
@@ -550,7 +550,7 @@ def cmd_analyze(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .demo import run_demo
+    from .jobs.demo import run_demo
     run_demo(out_dir=args.out_dir, n=args.n, epochs=args.epochs, device=args.device, progress=not args.no_progress)
 
 

@@ -6,7 +6,7 @@
                         executor=executor)
 
 The process that calls (the driver) owns the results file: it writes, flushes and resumes it exactly as a local
-run does (`run._to_file`). The workers only compute. Each is a Ray actor that builds its `Smooth` once and keeps
+run does (`jobs.runner.to_files`). The workers only compute. Each is a Ray actor that builds its `Smooth` once and keeps
 it: from a picklable `Recipe` (each worker loads the model from its files itself; what the CLI's `--ray` uses)
 or, by default, from the driver's `Smooth` shipped once through Ray's object store.
 
@@ -167,7 +167,7 @@ class _Worker:
     def run(self, source: _Source, job, xs: torch.Tensor, indices: list[int], skipped: frozenset, group: int):
         """Run `job` on whole groups of `group` inputs: (results, error naming the input or None, samples drawn,
         seconds busy, process id). A failing group stops the task; the results before it are returned."""
-        from .run import run_locally
+        from .jobs.runner import run_locally
         t0 = time.perf_counter()
         self._build(source)
         samples = [0]
@@ -195,7 +195,7 @@ class _Worker:
     def _culprit(self, job, xs, members: list[int]) -> str:
         """Name the input of a failing group: the first member that fails alone (its noise is the same alone),
         else the whole group."""
-        from .run import run_locally
+        from .jobs.runner import run_locally
         if len(members) > 1:
             for j, index in enumerate(members):
                 try:
@@ -221,7 +221,7 @@ class TaskStats:
 
 
 class RayExecutor:
-    """An executor for `run.certify_dataset` / `run.predict_dataset` that runs the job on a Ray cluster.
+    """An executor for `jobs.certify_dataset` / `jobs.predict_dataset` that runs the job on a Ray cluster.
 
     Args:
         address: a Ray cluster's address (ray.init(address)); None starts a local cluster of `workers` CPUs
@@ -296,7 +296,7 @@ class RayExecutor:
 
     # -- the executor -----------------------------------------------------------------------------
     def __call__(self, smoothed: Smooth, job, xs: torch.Tensor, indices, skip=None, on_batch=None):
-        """Run `job` (a run.Job) over xs on the workers; yield its results in index order, for the inputs not
+        """Run `job` (a jobs.Job) over xs on the workers; yield its results in index order, for the inputs not
         skipped (skip(index) True: already in the file)."""
         check(job.method in GROUPING, f"the Ray executor cannot run {job.method!r}: it does not know how that "
                                       "method groups its inputs (smoothcert.modes.GROUPING)")
@@ -313,7 +313,7 @@ class RayExecutor:
     def _fixed(self, smoothed: Smooth, job, xs):
         """The job with its batch size and seed fixed on the driver (the same for every worker), its samples per
         input and stage, and its batch size."""
-        from .run import Job
+        from .jobs.runner import Job
         method = getattr(type(smoothed), job.method)
         try:
             bound = inspect.signature(method).bind(smoothed, xs, *job.args, **job.kwargs)

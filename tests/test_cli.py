@@ -107,7 +107,7 @@ def test_train_then_certify_then_analyze(tmp_path, npz_data, capsys):
 
 
 def test_demo_runs_end_to_end_and_learns(tmp_path, capsys):
-    from smoothcert.demo import run_demo
+    from smoothcert.jobs.demo import run_demo
     outputs = run_demo(out_dir=str(tmp_path), n=200, epochs=15, progress=False)
     text = capsys.readouterr().out
     assert "ACR" in text and os.path.exists(tmp_path / "certified_accuracy_l2.png")
@@ -278,7 +278,7 @@ def test_train_with_laplace_and_adversarial_noise(tmp_path, capsys):
 
 
 def test_progress_bar_counts_inputs_and_samples(tmp_path, model_pt2, npz_data, capsys):
-    from smoothcert.run import Progress
+    from smoothcert.jobs import Progress
     args = [a for a in certify_args(model_pt2, npz_data, tmp_path / "r.tsv") if a != "--no-progress"]
     assert main(args) == 0
     assert "12/12" in capsys.readouterr().err            # the bar reached every input

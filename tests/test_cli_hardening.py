@@ -82,7 +82,7 @@ def test_bench_latency_refuses_overflow_and_an_infinite_budget(model_pt2, npz_da
 
 
 def test_bench_latency_refuses_an_infinite_budget_in_the_python_api(model_pt2):
-    from smoothcert.run import bench_latency
+    from smoothcert.jobs import bench_latency
     smoothed = Smooth(tiny_cnn(), Gaussian(0.25))
     for budget in (float("inf"), float("nan")):
         with pytest.raises(SmoothcertError, match="--budget-ms must be a finite number > 0"):

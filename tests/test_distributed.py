@@ -19,7 +19,7 @@ from smoothcert import Gaussian, Smooth, SmoothcertError
 from smoothcert.cli import main
 from smoothcert.data import load_data
 from smoothcert.models import save_model
-from smoothcert.run import Job, certify_dataset, predict_dataset
+from smoothcert.jobs import Job, certify_dataset, predict_dataset
 from smoothcert.modes import group_size
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +52,7 @@ def test_workers_without_ray_is_refused(tmp_path, model_pt2, npz_data, capsys):
 
 
 def test_the_core_never_imports_ray(tmp_path, model_pt2, npz_data):
-    code = ("import sys; import smoothcert, smoothcert.cli, smoothcert.run, smoothcert.distributed\n"
+    code = ("import sys; import smoothcert, smoothcert.cli, smoothcert.jobs, smoothcert.distributed\n"
             f"assert smoothcert.cli.main({certify_args(model_pt2, npz_data, tmp_path / 'c.tsv')!r}) == 0\n"
             "assert 'ray' not in sys.modules, 'ray was imported'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE, timeout=300)
@@ -142,7 +142,7 @@ def test_ray_certify_and_predict_give_the_rows_of_one_process_and_resume(tmp_pat
 def test_every_mode_on_ray_gives_the_rows_of_one_process(tmp_path, executor):
     """Several n, input-specific n, early stopping, soft certificates and certified confidence: the same Jobs,
     cut into the same groups (modes.GROUPING), give the same rows."""
-    from smoothcert.run import confidence_dataset
+    from smoothcert.jobs import confidence_dataset
     smoothed, data, indices = _inputs(tmp_path)
     runs = {"nested": dict(n=[100, 300]), "input-n": dict(n=300, n_max=600, max_loss=0.05),
             "target": dict(n=300, n_max=2000, target_radius=0.1), "soft": dict(n=300, certificate="soft-bernstein")}

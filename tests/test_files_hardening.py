@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import certify_args, rows, tiny_cnn
-from smoothcert import run as run_module
+from smoothcert.jobs import recertification as run_module
 from smoothcert.cli import main
 from smoothcert.files.lock import MAGIC, FileLock
 from smoothcert.models import save_model

@@ -178,7 +178,7 @@ def test_single_stage_fails_near_ties_about_twice_alpha_but_label_claims_stay_so
 def test_the_python_api_refuses_a_certificate_that_early_stopping_would_ignore(tmp_path):
     from smoothcert.data import Dataset
     from smoothcert.errors import SmoothcertError
-    from smoothcert.run import certify_dataset
+    from smoothcert.jobs import certify_dataset
     data = Dataset(torch.full((2, 1), 0.3), torch.tensor([1, 1]), (), "threshold")
     with pytest.raises(SmoothcertError, match="not margin"):
         certify_dataset(Smooth(Threshold(), Gaussian(1.0)), data, [0, 1], str(tmp_path / "r.tsv"), n0=10, n=100,

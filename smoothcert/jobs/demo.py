@@ -13,18 +13,19 @@ import time
 import numpy as np
 import torch
 
-from .analysis import (
+from ..analysis import (
     load_results,
     plot_certified_accuracy,
     summary_table,
 )
-from .data import load_data
-from .device import resolve_device
-from .models import build, load_model, save_model
-from .noises import Gaussian, Laplace
-from .run import certify_dataset, nested_paths, recertify
-from .smooth import Smooth
-from .train import accuracy, train
+from ..data import load_data
+from ..device import resolve_device
+from ..models import build, load_model, save_model
+from ..noises import Gaussian, Laplace
+from ..smooth import Smooth
+from ..train import accuracy, train
+from .datasets import certify_dataset, confidence_dataset, nested_paths
+from .recertification import recertify
 
 SIGMAS = (0.25, 0.5)
 L2_CERTIFICATES = ("margin", "best")      # recomputed from the sigma = 0.25 run's counts (exact-margin: ~0.1 s an input)
@@ -110,8 +111,7 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
 def _soft_scores(out_dir, model, test_set, everyone, hard, n0, n, alpha, seed, device, progress):
     """Soft scores on the sigma = 0.25 model: hard votes against soft certificates on the same inputs, and
     certified confidence (001) at two thresholds, CDF against baseline."""
-    from .analysis import confidence_table, load_confidence, plot_confidence
-    from .run import confidence_dataset
+    from ..analysis import confidence_table, load_confidence, plot_confidence
     noise = Gaussian(SIGMAS[0])
     soft = os.path.join(out_dir, f"certify_sigma{SIGMAS[0]}_soft-bernstein.tsv")
     print(f"\nsoft scores (sigma={SIGMAS[0]}): the smoothed soft classifier (expected softmax), n0={n0}, n={n} -> {soft}")
@@ -143,7 +143,7 @@ def _sample_efficiency(out_dir, model, test_set, everyone, nested, n0, n, alpha,
     """The digits model at sigma = 0.25: the nested-n table (`nested`: its files, the largest n last) with 003's
     prediction beside it (efficiency.versus_n), and early stopping at a target radius against the fixed-n run
     (efficiency.speedup)."""
-    from .efficiency import speedup, versus_n
+    from ..efficiency import speedup, versus_n
     noise = Gaussian(SIGMAS[0])
     runs = [load_results(path) for path in nested]
     fixed = runs[-1]
