@@ -791,7 +791,7 @@ def test_bad_confidence_files_give_one_line_naming_the_line(tmp_path, capsys, ch
 
 
 def test_confidence_plot_checks_its_path_before_drawing(tmp_path, monkeypatch):
-    from smoothcert import analysis
+    from smoothcert.analysis import confidence as analysis
     res = analysis.load_confidence(write_confidence(tmp_path / "c.tsv"))
     monkeypatch.setattr(analysis, "confidence_figure", lambda *a: pytest.fail("drew before checking the path"))
     with pytest.raises(SmoothcertError, match="unknown plot format 'gif'"):

@@ -195,8 +195,8 @@ sys.path[:0] = {paths!r}
 server = socket.socket()
 server.bind(("127.0.0.1", 0))
 server.listen(4)                                   # accepts connections and never answers
-import smoothcert.cluster
-smoothcert.cluster.CONNECT_TIMEOUT = 2.0
+import smoothcert.distributed.cluster
+smoothcert.distributed.cluster.CONNECT_TIMEOUT = 2.0
 from smoothcert.cli import main
 sys.exit(main({args!r} + ["--ray", f"127.0.0.1:{{server.getsockname()[1]}}"]))
 """
@@ -231,7 +231,7 @@ def test_more_workers_than_this_machines_cpus_are_refused_before_a_cluster_start
 
 
 def test_worker_count_is_capped_by_the_cluster():
-    from smoothcert.cluster import worker_count
+    from smoothcert.distributed.cluster import worker_count
     assert worker_count({"CPU": 4.0}, None, 0) == 4 and worker_count({"CPU": 4.0}, 3, 0) == 3
     assert worker_count({"CPU": 16.0, "GPU": 2.0}, None, 1) == 2
     with pytest.raises(SmoothcertError, match="5 workers asked for .*the Ray cluster has 4 CPUs: at most 4"):

@@ -4,14 +4,16 @@
 as a Ray cluster, for many minutes (Ray 2.60: 20 tries of about 36 s each). So an address is first probed with a
 TCP connection, and ray.init then runs in a daemon thread that is given up on after the deadline (the thread is
 left to Ray's own retries and ends with the process). The `ray` module is passed in: Ray is imported by
-`distributed` alone.
+`require_ray` alone.
 """
 from __future__ import annotations
 
 import socket
 import threading
 
-from .errors import SmoothcertError, check
+from ..errors import SmoothcertError, check
+
+RAY_MISSING = "Ray is not installed: pip install 'smoothcert[ray]'"
 
 CONNECT_TIMEOUT = 30.0           # seconds to reach a cluster given by address
 
@@ -54,3 +56,13 @@ def worker_count(have: dict, workers: int | None, num_gpus: float, where: str = 
         what = f"{have.get('GPU', 0):g} GPUs ({num_gpus:g} per worker)" if num_gpus else f"{have.get('CPU', 1):g} CPUs"
         raise SmoothcertError(f"{workers:,} workers asked for (--workers), but {where} has {what}: at most {fits}")
     return fits if workers is None else workers
+
+
+def require_ray():
+    """The `ray` module, or a SmoothcertError that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise SmoothcertError(RAY_MISSING) from None
+    return ray
+

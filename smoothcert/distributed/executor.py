@@ -1,29 +1,5 @@
-"""Certify or predict a data set across a Ray cluster, row for row the same as a run in one process.
-
-    from smoothcert.distributed import RayExecutor
-    with RayExecutor(workers=2) as executor:         # a local cluster of 2 workers; RayExecutor("HOST:6379") joins one
-        certify_dataset(smoothed, data, indices, "out.tsv", n0=100, n=100_000, alpha=0.001, batch_size=400,
-                        executor=executor)
-
-The process that calls (the driver) owns the results file: it writes, flushes and resumes it exactly as a local
-run does (`jobs.runner.to_files`). The workers only compute. Each is a Ray actor that builds its `Smooth` once and keeps
-it: from a picklable `Recipe` (each worker loads the model from its files itself; what the CLI's `--ray` uses)
-or, by default, from the driver's `Smooth` shipped once through Ray's object store.
-
-Why a row does not depend on where it was computed: an input's noise comes from its own streams, seeded by
-(seed, input index, stage); inputs that share forward batches form sampling groups, which are cut here exactly
-as `modes.common.groups` cuts them in one process (`modes.group_size` of the same batch size and sample sizes); a
-task is one or more whole, consecutive groups (the last may be the partial last group); and the batch size is
-fixed for the run (`batch_size=None` is resolved once, on the driver). Tasks whose inputs are all in the file
-already are not sent; the others get the skip set, so their groups are sampled whole, as in a resumed local run.
-
-Faults: a worker that dies (killed, out of memory) is restarted by Ray and its tasks are run again
-(`max_task_retries`). An input that fails (non-finite logits) stops the run with one line naming it, after
-every row before it is written. Nothing here changes a row: the driver decides what runs, the workers only
-sample.
-
-This is the only module that imports Ray, and only when a RayExecutor starts (`pip install 'smoothcert[ray]'`).
-"""
+"""The driver of a Ray run (RayExecutor): it starts the workers, cuts the inputs into tasks of whole sampling groups,
+sends them, and hands the rows back in input order; the results file stays with the caller."""
 from __future__ import annotations
 
 import inspect
@@ -33,178 +9,21 @@ import os
 import secrets
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from .cluster import join, worker_count
-from .errors import SmoothcertError, check, check_count, first_line
-from .device import NonFiniteLogits, tune_allocator
-from .modes import GROUPING, group_size
-from .smooth import Smooth
-
-RAY_MISSING = "Ray is not installed: pip install 'smoothcert[ray]'"
-
-# The arguments of each Smooth method that give an input's samples per stage (their sum sizes its group). A new
-# mode that Ray should run registers its method here; anything else is refused rather than grouped wrongly.
+from ..errors import SmoothcertError, check, check_count, first_line
+from ..modes import GROUPING, group_size
+from ..smooth import Smooth
+from .cluster import join, require_ray, worker_count
+from .worker import _Source, _Worker, _name
 
 TASKS_PER_WORKER = 2      # in flight on each worker: one running, one queued behind it, so no worker waits
 TASK_BATCHES = 32         # a task spans at least this many forward batches (per-task cost: a few ms) ...
 TASKS_AHEAD = 4           # ... unless that would leave fewer than this many tasks per worker
 TASK_RETRIES = 3          # runs of a task after its worker died, before the run fails
 START_TIMEOUT = 300.0     # seconds for every worker to start and build its model
-
-
-def require_ray():
-    """The `ray` module, or a SmoothcertError that says how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise SmoothcertError(RAY_MISSING) from None
-    return ray
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a worker builds its own Smooth, loading the model from its files (small and picklable).
-
-    Args:
-        model: a model spec as for `models.load_model` (file paths absolute: a worker may run elsewhere).
-        noise: the noise, e.g. Gaussian(0.25).
-        weights: a state dict file, for a factory or a built-in architecture.
-        trust: let a .pt2 unpickle more than tensors (as --trust-model).
-        device: where the worker runs the model; 'cuda' is the GPU Ray gives the worker.
-        amp: None, 'fp16' or 'bf16', as for Smooth.
-        compile: run the forward pass through torch.compile, as for Smooth.
-        num_classes: the driver's number of classes (checked again by the worker's probe).
-        arch_kwargs: passed to a built-in architecture (num_classes, in_channels).
-        path: folders put first on the worker's import path (the driver's working folder, for factories).
-    """
-
-    model: str
-    noise: object
-    weights: str | None = None
-    trust: bool = False
-    device: str = "cpu"
-    amp: str | None = None
-    num_classes: int | None = None
-    arch_kwargs: dict = field(default_factory=dict)
-    path: tuple[str, ...] = ()
-    compile: bool = False
-
-    @classmethod
-    def of(cls, model: str, weights: str | None, smoothed: Smooth, *, trust: bool = False, **arch_kwargs) -> "Recipe":
-        """The recipe of a Smooth the driver loaded with `models.load_model(model, weights, ..., **arch_kwargs)`:
-        existing paths made absolute, a CUDA device mapped to the worker's own GPU."""
-        def absolute(p):
-            return os.path.abspath(p) if p is not None and os.path.exists(p) else p
-        device = "cuda" if smoothed.device.type == "cuda" else str(smoothed.device)
-        return cls(absolute(model), smoothed.noise, absolute(weights), trust, device, smoothed.amp,
-                   smoothed.num_classes, dict(arch_kwargs), (os.getcwd(),), smoothed.compile)
-
-    def __call__(self) -> Smooth:
-        from .models import load_model
-        model = load_model(self.model, self.weights, self.device, trust=self.trust, **self.arch_kwargs)
-        with warnings.catch_warnings():          # the driver has said it once (amp on a CPU)
-            warnings.simplefilter("ignore")
-            return Smooth(model, self.noise, num_classes=self.num_classes, device=self.device, amp=self.amp,
-                          compile=self.compile)
-
-
-@dataclass(frozen=True)
-class _Source:
-    """What a worker builds its Smooth from, for one run: a token naming the run, the object reference of a Smooth
-    or of a make_smooth callable (inside a list, so the worker unpickles it after setting its import path), and
-    the folders to put first and last on that path."""
-
-    token: str
-    ref: list
-    first: tuple[str, ...]
-    last: tuple[str, ...]
-
-
-class _Worker:
-    """A Ray actor that lives as long as its executor and builds its Smooth once per run (again after Ray
-    restarts it: every call carries the run's _Source)."""
-
-    def __init__(self, threads: int | None):
-        self.threads = threads
-        self.token, self.smooth, self.identity = None, None, None
-
-    def _build(self, source: _Source) -> None:
-        if source.token == self.token:
-            return
-        import ray
-        for folder in reversed(source.first):    # where a factory's module is found, as in the driver
-            if os.path.isdir(folder) and folder not in sys.path:
-                sys.path.insert(0, folder)
-        for folder in source.last:               # where the driver found its modules, after the worker's own
-            if os.path.isdir(folder) and folder not in sys.path:
-                sys.path.append(folder)
-        self.token, self.smooth = None, None
-        made = ray.get(source.ref[0])
-        smooth = made if isinstance(made, Smooth) else made()
-        check(isinstance(smooth, Smooth), f"make_smooth returned {type(smooth).__name__}, not a Smooth")
-        if smooth.device.type == "cpu":
-            torch.set_num_threads(self.threads or 1)      # the workers are the parallelism
-            tune_allocator()
-        elif self.threads:
-            torch.set_num_threads(self.threads)
-        if not isinstance(made, Smooth):         # loaded here: the driver checks it is the same model
-            from .models import fingerprint
-            self.identity = fingerprint(smooth.model)
-        self.token, self.smooth = source.token, smooth
-
-    def ready(self, source: _Source) -> tuple[int, str | None, str | None]:
-        """Build the run's Smooth: (process id, model fingerprint when built from a recipe, error or None)."""
-        try:
-            self._build(source)
-        except Exception as exc:                 # the driver fails with it, in one line
-            return os.getpid(), None, first_line(exc)
-        return os.getpid(), self.identity, None
-
-    def run(self, source: _Source, job, xs: torch.Tensor, indices: list[int], skipped: frozenset, group: int):
-        """Run `job` on whole groups of `group` inputs: (results, error naming the input or None, samples drawn,
-        seconds busy, process id). A failing group stops the task; the results before it are returned."""
-        from .jobs.runner import run_locally
-        t0 = time.perf_counter()
-        self._build(source)
-        samples = [0]
-
-        def count(k):
-            samples[0] += k
-        out, error = [], None
-        for start in range(0, len(indices), group):
-            members = indices[start:start + group]
-            try:
-                out.extend(run_locally(self.smooth, job, xs[start:start + group], members, skipped.__contains__,
-                                       count))
-            except NonFiniteLogits as exc:       # names its input already
-                error = str(exc)
-                break
-            except SmoothcertError as exc:
-                error = f"{self._culprit(job, xs[start:start + group], members)}: {exc}"
-                break
-            except Exception as exc:             # anything else (the model's own errors arrive as SmoothcertError):
-                # the rows before it still count
-                error = f"{_name(members)}: {type(exc).__name__}: {first_line(exc)}"
-                break
-        return out, error, samples[0], time.perf_counter() - t0, os.getpid()
-
-    def _culprit(self, job, xs, members: list[int]) -> str:
-        """Name the input of a failing group: the first member that fails alone (its noise is the same alone),
-        else the whole group."""
-        from .jobs.runner import run_locally
-        if len(members) > 1:
-            for j, index in enumerate(members):
-                try:
-                    for _ in run_locally(self.smooth, job, xs[j:j + 1], [index], None, None):
-                        pass
-                except SmoothcertError:
-                    return f"input {index}"
-        return f"input {members[0]}" if len(members) == 1 else f"{_name(members)} (one sampling group)"
-
 
 @dataclass(frozen=True)
 class TaskStats:
@@ -313,7 +132,7 @@ class RayExecutor:
     def _fixed(self, smoothed: Smooth, job, xs):
         """The job with its batch size and seed fixed on the driver (the same for every worker), its samples per
         input and stage, and its batch size."""
-        from .jobs.runner import Job
+        from ..jobs.runner import Job
         method = getattr(type(smoothed), job.method)
         try:
             bound = inspect.signature(method).bind(smoothed, xs, *job.args, **job.kwargs)
@@ -431,7 +250,7 @@ class RayExecutor:
             for _, _, error in started:
                 check(error is None, f"a Ray worker cannot build the smoothed classifier: {error}")
             if self.make_smooth is not None:
-                from .models import fingerprint
+                from ..models import fingerprint
                 ours = fingerprint(smoothed.model)
                 for _, theirs, _ in started:
                     check(theirs == ours, f"a Ray worker loaded another model than this process ({theirs}, here "
@@ -449,12 +268,3 @@ class RayExecutor:
                 for actor in self.actors:
                     ray.kill(actor)
             self.actors = []
-
-
-def _name(indices: list[int]) -> str:
-    """Inputs named for a message: 'input 7', 'inputs 4, 5, 6' or 'inputs 4 ... 99 (40 inputs)'."""
-    if len(indices) == 1:
-        return f"input {indices[0]}"
-    if len(indices) <= 4:
-        return "inputs " + ", ".join(map(str, indices))
-    return f"inputs {indices[0]} ... {indices[-1]} ({len(indices)} inputs)"
