@@ -29,7 +29,7 @@ import torch
 from smoothcert import Smooth
 from smoothcert import certificates as C
 from smoothcert.data import load_data
-from smoothcert.demo import _model
+from smoothcert.jobs.demo import _model
 from smoothcert.noises import Laplace, Uniform
 from smoothcert.sampling import ESTIMATION, SELECTION, Request
 
