@@ -7,23 +7,29 @@ BIN     = $(VENV)/bin
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-fast bench bench-others clean
+.PHONY: setup setup-test demo test test-fast bench bench-others clean
 
-setup: $(VENV)/.installed
+# Two stamps: the runtime dependencies (all `make demo` needs), then the test extra (pytest, Ray, diffusers) on top.
+setup: $(VENV)/.installed-run
+setup-test: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-run
 	$(BIN)/python -m pip install -e ".[test]"
 	touch $@
 
 demo: setup
 	$(BIN)/smoothcert demo
 
-test: setup
+test: setup-test
 	$(BIN)/python -m pytest -q -ra
 
-test-fast: setup
+test-fast: setup-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The README's Benchmarks figures: certify against the forward-pass ceiling, and one input's certify call.

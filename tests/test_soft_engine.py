@@ -134,7 +134,7 @@ def _confidence_failures(m, sigma, alpha, c, reps, seed=0, num_thresholds=None):
                                                                num_thresholds=num_thresholds))
     truth = true_confidence_radius(m, sigma, c)
     wrong = lambda r, pred: pred != 1 and r > 0 or r > truth + 1e-9
-    return (sum(wrong(o.cdf[0], o.prediction) for o in out), sum(wrong(o.baseline[0], o.prediction) for o in out),
+    return (sum(wrong(o.cdf[0], o.candidate) for o in out), sum(wrong(o.baseline[0], o.candidate) for o in out),
             out, truth)
 
 

@@ -279,8 +279,8 @@ def confidence_failures(sigma, seed, measure="score"):
     out = list(Smooth(Steep(), Gaussian(sigma)).confidence(copies(m), N0, 1000, ALPHA, levels, BATCH, seed=seed,
                                                            measure=measure, num_thresholds=10, bins=32))
     truth = {cls: np.array([true_confidence_radius(m, sigma, c, cls) for c in THRESHOLDS]) for cls in (0, 1)}
-    cdf = sum(int(np.any(o.cdf > truth[o.prediction] + 1e-9)) for o in out)
-    base = sum(int(np.any(o.baseline > truth[o.prediction] + 1e-9)) for o in out)
+    cdf = sum(int(np.any(o.cdf > truth[o.candidate] + 1e-9)) for o in out)
+    base = sum(int(np.any(o.baseline > truth[o.candidate] + 1e-9)) for o in out)
     return cdf, base, out
 
 

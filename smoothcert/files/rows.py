@@ -213,6 +213,7 @@ class ConfidenceRow:
     num_thresholds: int
     histogram: Counts        # over measures.BINS bins, summing to n
     measure_sum: float
+    candidate: int           # A: the largest selection score sum, ties to the lowest class (as soft.choose)
 
 
 def check_confidence_row(path: str, line: int, row: dict) -> ConfidenceRow:
@@ -235,11 +236,11 @@ def check_confidence_row(path: str, line: int, row: dict) -> ConfidenceRow:
     total = parse_float(row["measure_sum"], where, "measure_sum")
     check(low * n - 1e-6 <= total <= high * n + 1e-6, f"{where}: measure_sum {total} is impossible for {n} samples")
     parse_counts(row["counts_selection"], k, n0, where, "counts_selection")
-    parse_scores(row["scores_selection"], k, 1, where, "scores_selection")
+    selection, = parse_scores(row["scores_selection"], k, 1, where, "scores_selection")
     for column in row:
         if column.startswith(("cdf@", "baseline@")):
             parse_float(row[column], where, column, 0)
-    return ConfidenceRow(measure, scale, alpha, n, num_thresholds, hist, total)
+    return ConfidenceRow(measure, scale, alpha, n, num_thresholds, hist, total, int(np.argmax(selection)))
 
 
 def check_row(path: str, line: int, row: dict, columns: tuple[str, ...]) -> None:

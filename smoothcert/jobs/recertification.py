@@ -121,11 +121,13 @@ def _reconfidence(path, thresholds, num_thresholds):
         check(c.measure == checked[0][2].measure, f"{path} line {line}: measure {c.measure} differs from line "
               f"{checked[0][0]}'s {checked[0][2].measure}; one measure per file")
         k = c.num_thresholds if num_thresholds is None else num_thresholds
-        cdf = conf.cdf_radius(conf.layers_from_histogram(dense([c.histogram]), c.measure, k), np.array(levels),
-                              c.scale, c.alpha)[0]
+        layers = conf.layers_from_histogram(dense([c.histogram]), c.measure, k)
+        cdf = conf.cdf_radius(layers, np.array(levels), c.scale, c.alpha)[0]
         base = conf.baseline_radius(np.array([c.measure_sum]), c.n, np.array(levels), c.scale, c.alpha,
                                     c.measure)[0]
+        predict = int(conf.certified_top(layers, [c.candidate], c.measure, c.scale, c.alpha)[0])
         row = {key: value for key, value in row.items() if "@" not in key}
-        row.update(num_thresholds=str(k), **confidence_cells(levels, cdf, base))
+        row.update(num_thresholds=str(k), predict=predict, correct=int(predict == int(row["label"])),
+                   **confidence_cells(levels, cdf, base))
         rows.append(row)
     return confidence_columns(levels), rows

@@ -2,7 +2,8 @@
 sum; the n fresh samples give the distribution of the measure (A's softmax score, or its margin over the best
 other class) as a histogram on fixed bins, and for each threshold c the radius within which E[measure] provably
 stays above c: by the CDF certificate (Thm 2, one-sided DKW band) and the baseline (Thm 1, Hoeffding), each at
-level alpha, found by bisection and rounded down (smoothcert.certificates.confidence).
+level alpha, found by bisection and rounded down (smoothcert.certificates.confidence). The prediction is A only
+where the CDF bound at radius 0 certifies A as the smoothed top class, ABSTAIN elsewhere (`conf.certified_top`).
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def confidence(smooth, xs, n0, n, alpha, thresholds, batch_size, *, measure, num
         layers = conf.layers_from_histogram(hist[keep], measure, num_thresholds)
         cdf = conf.cdf_radius(layers, np.array(levels), sigma, alpha)
         base = conf.baseline_radius(sums[keep], n, np.array(levels), sigma, alpha, measure)
+        predict = conf.certified_top(layers, top[keep], measure, sigma, alpha)
         seconds = (time.perf_counter() - t0) / G
         for row, j in enumerate(keep):
-            yield Confidence(members[j], int(top[j]), levels, cdf[row], base[row], hist[j], float(sums[j]),
-                             s0[j], c0[j], alpha, measure, seconds, seed)
+            yield Confidence(members[j], int(predict[row]), levels, cdf[row], base[row], hist[j], float(sums[j]),
+                             s0[j], c0[j], alpha, measure, seconds, seed, int(top[j]))

@@ -42,10 +42,12 @@ class Certificate:
 @dataclass(frozen=True)
 class Confidence:
     """Certified confidence (001) for one input: for each threshold c, the radii within which the expected
-    measure of class A (the selection samples' top class by expected score) provably stays above c."""
+    measure of class A (the selection samples' top class by expected score) provably stays above c. The prediction
+    is A only where the CDF band certifies A as the smoothed top class at radius 0, ABSTAIN (-1) elsewhere; the
+    radii are about A either way."""
 
     index: int
-    prediction: int                # A
+    prediction: int                # A, or ABSTAIN (-1) where A is not certified as the top class
     thresholds: tuple[float, ...]
     cdf: np.ndarray                # (C,) radius of the CDF certificate (001 Thm 2, DKW) per threshold; 0: none
     baseline: np.ndarray           # (C,) radius of the baseline certificate (001 Thm 1, Hoeffding)
@@ -57,6 +59,11 @@ class Confidence:
     measure: str
     seconds: float
     seed: int | None = None
+    candidate: int = ABSTAIN       # A, the class the selection samples chose (kept when it abstains)
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
 
 
 @dataclass(frozen=True)
