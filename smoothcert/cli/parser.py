@@ -230,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radii", type=float, nargs="+", default=None, metavar="R",
                    help="radii for the table (default 0 0.25 0.5 0.75 1)")
     p.add_argument("--radii-grid", type=float, nargs=3, metavar=("START", "STOP", "STEP"),
-                   help="radii START, START+STEP, ..., STOP (inclusive) instead of --radii")
+                   help="radii START, START+STEP, ..., STOP (inclusive) instead of --radii; START + i*STEP is rounded to 12 "
+                        "decimals, whereas Cohen et al.'s analyze.py uses a drifting np.arange "
+                        "(0.30000000000000004), so at steps not exact in binary the two can differ")
     p.add_argument("--ci-radius", type=float, default=None, metavar="R",
                    help="radius of the interval (default: the first positive table radius)")
     p.add_argument("--confidence", type=float, default=0.95, help="level of the interval (default 0.95)")
