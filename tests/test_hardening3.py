@@ -4,10 +4,15 @@ Hostile files are built small; memory is bounded by refusing before allocating, 
 cap where a subprocess is needed."""
 import subprocess
 import sys
+import warnings
 
 import pytest
+import torch
 
-from conftest import certify_args
+from conftest import certify_args, one_line_error, tiny_cnn
+from smoothcert import SmoothcertError
+from smoothcert.cli import main
+from smoothcert.models import load_model
 
 HERE = __file__.rsplit("/", 1)[0]
 
@@ -45,3 +50,39 @@ def test_a_ray_address_that_never_answers_prints_only_our_line(tmp_path, model_p
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "no Ray cluster answered at 127.0.0.1:" in one_line(done)
     assert not (tmp_path / "r.tsv").exists()
+
+
+# -- 2. TorchScript files run code on load (__setstate__) and when run -----------------------------------------------
+def test_a_torchscript_file_is_refused_without_trust_and_runs_nothing(tmp_path, npz_data, capsys):
+    ts = tmp_path / "m.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(tiny_cnn(), torch.zeros(2, 1, 4, 4)), str(ts))
+    out = tmp_path / "r.tsv"
+    line = one_line_error(capsys, main(certify_args(ts, npz_data, out)))
+    assert "is a TorchScript file" in line and "--trust-model" in line and "save_model" in line and ".pt2" in line
+    assert not out.exists()
+    with pytest.raises(SmoothcertError, match="TorchScript"):
+        load_model(str(ts))
+    assert isinstance(load_model(str(ts), trust=True), torch.nn.Module)
+
+
+def test_a_torchscript_file_whose_load_would_write_a_file_is_refused_before_loading(tmp_path, monkeypatch):
+    """Refused before torch.jit.load is called at all (it unpickles the file's constants, running __setstate__)."""
+    ts = tmp_path / "m.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(tiny_cnn()), str(ts))
+    monkeypatch.chdir(tmp_path)
+    called = []
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: called.append(a))
+    with pytest.raises(SmoothcertError, match="TorchScript"):
+        load_model(str(ts))
+    assert not called
+
+
+def test_a_file_that_is_neither_pt2_nor_torchscript_says_what_a_state_dict_needs(tmp_path, capsys, npz_data):
+    weights = tmp_path / "w.pt"
+    torch.save(tiny_cnn().state_dict(), weights)
+    line = one_line_error(capsys, main(certify_args(weights, npz_data, tmp_path / "r.tsv")))
+    assert "neither a torch.export program" in line and "--weights" in line

@@ -4,7 +4,8 @@ architecture with a state dict), saving one (`save_model`), telling models apart
 Model specs accepted by `load_model`:
     model.pt2                       a `torch.export` program (the current PyTorch format), checked and loaded by
                                     smoothcert.models.pt2guard
-    model.pt                        a TorchScript file (torch.jit is deprecated, but old files still load)
+    model.pt                        a TorchScript file, with trust=True only (torch.jit is deprecated, and such a
+                                    file runs its own code when loaded and run)
     package.module:factory          a callable returning an nn.Module, with --weights state_dict.pt
     digits-cnn | cifar-resnet20     a built-in architecture, with --weights state_dict.pt
 """
@@ -16,6 +17,7 @@ import os
 import pickle
 import sys
 import warnings
+import zipfile
 from collections.abc import Mapping
 
 import torch
@@ -35,8 +37,8 @@ def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bo
         spec: model.pt2, model.pt, package.module:factory or a built-in architecture name.
         weights: a state dict file, for a factory or an architecture.
         device: where the model goes.
-        trust: let torch load a .pt2 unchecked (its pickles and program can run code; see smoothcert.models.pt2check);
-            the archive's size bounds (smoothcert.models.pt2zip) hold regardless.
+        trust: let torch load a .pt2 unchecked (its pickles and program can run code; see smoothcert.models.pt2check;
+            the archive's size bounds, smoothcert.models.pt2zip, hold regardless), or load a TorchScript file at all.
         arch_kwargs: passed to a built-in architecture (num_classes is read from the weights when they have it).
     """
     is_file = spec.endswith(".pt2") or not (spec in ARCHITECTURES or ":" in spec) or os.path.exists(spec)
@@ -53,7 +55,7 @@ def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bo
             model = _from_factory(spec)
         _fit_weights(model, state, weights)
     else:
-        model = _load_torchscript(spec)
+        model = _load_torchscript(spec, trust)
     return eval_mode(model.to(device))
 
 
@@ -147,8 +149,22 @@ class StaticBatch(nn.Module):
         return torch.cat(outs)
 
 
-def _load_torchscript(path: str) -> nn.Module:
+def _load_torchscript(path: str, trust: bool) -> nn.Module:
+    """A TorchScript file, only if trusted: its pickled constants run code (__setstate__) when torch.jit.load reads
+    them, and its compiled code may call any TorchScript builtin (file-creating ops among them) when run."""
     _check_file(path, "model")
+    if not trust:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                scripted = any("/code/" in f"/{name}" for name in zf.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            scripted = False
+        check(not scripted, f"{path} is a TorchScript file (torch.jit, deprecated in torch 2.13), which runs its own "
+                            "code when loaded and run, so it is refused: pass --trust-model only if you trust its "
+                            "source, or save the model once as a torch.export program from its Python code "
+                            "(smoothcert.models.save_model(model, 'model.pt2', example_input))")
+        raise SmoothcertError(f"cannot load {path}: it is neither a torch.export program (.pt2) nor a TorchScript "
+                              "file; a state dict needs --model ARCH_OR_FACTORY --weights FILE")
     with warnings.catch_warnings():  # torch.jit is deprecated in 2.13; the file is still the user's model
         warnings.simplefilter("ignore")
         try:
