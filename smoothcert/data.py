@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import SmoothcertError, check, check_count
+from .errors import SmoothcertError, check, check_count, first_line
 
 SPECS = "digits, npz:PATH, cifar10:DIR, folder:DIR"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -125,15 +125,46 @@ def _check_float32(x: np.ndarray, path) -> None:
                                   "loaded as float32)")
 
 
+class _NotABatch(pickle.UnpicklingError):
+    """A pickle names something a CIFAR-10 batch never holds."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 python batch holds: dicts, lists, bytes and str, numbers, and numpy arrays
+    (numpy's _reconstruct or, protocol 5, _frombuffer, with ndarray and dtype; Python 3's protocol 2 writes bytes
+    as _codecs.encode(text, 'latin1')). Any other global a pickle names (os.system, say) is refused: unpickling
+    never runs other code."""
+
+    def find_class(self, module: str, name: str):
+        found = _BATCH_GLOBALS.get((module, name))
+        if found is None:
+            raise _NotABatch(f"it names {module[:60]}.{name[:60]}, which a CIFAR-10 batch never holds")
+        return found
+
+
+def _latin1(text, encoding="latin1"):
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _NotABatch(f"it encodes bytes as {str(encoding)[:40]}, not latin1")
+    return text.encode("latin1")
+
+
+_RECONSTRUCT, _FROMBUFFER = np.zeros(1).__reduce__()[0], np.zeros(1).__reduce_ex__(5)[0]
+_BATCH_GLOBALS = {**{(f"numpy.{core}.multiarray", "_reconstruct"): _RECONSTRUCT for core in ("core", "_core")},
+                  **{(f"numpy.{core}.numeric", "_frombuffer"): _FROMBUFFER for core in ("core", "_core")},
+                  ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1}
+
+
 def _unpickle(path: Path) -> dict:
-    # Pickles can execute arbitrary code when loaded: only load CIFAR-10 batches from a trusted source.
-    # They are the official distribution format, and every CIFAR-10 loader reads them this way.
+    """A CIFAR-10 batch (a pickle, the official format), read with _BatchUnpickler: nothing but its data."""
     check(path.is_file(), f"missing CIFAR-10 file: {path}")
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _BatchUnpickler(f, encoding="bytes").load()
+    except _NotABatch as exc:
+        raise SmoothcertError(f"{path} is refused: {first_line(exc)} (only plain data and numpy arrays are "
+                              "unpickled)") from None
     except Exception as exc:
-        raise SmoothcertError(f"{path} is not a readable CIFAR-10 pickle ({type(exc).__name__})") from exc
+        raise SmoothcertError(f"{path} is not a readable CIFAR-10 pickle ({type(exc).__name__})") from None
     check(isinstance(obj, dict), f"{path} is not a CIFAR-10 batch (expected a pickled dict)")
     return obj
 

@@ -2,16 +2,20 @@
 line on stderr and exit 2 (or the promised result), within bounded memory, running no code and changing no file.
 Hostile files are built small; memory is bounded by refusing before allocating, checked under an address-space
 cap where a subprocess is needed."""
+import pickle
+import pickletools
 import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import certify_args, one_line_error, tiny_cnn
 from smoothcert import SmoothcertError
 from smoothcert.cli import main
+from smoothcert.data import load_data
 from smoothcert.models import load_model
 
 HERE = __file__.rsplit("/", 1)[0]
@@ -86,3 +90,49 @@ def test_a_file_that_is_neither_pt2_nor_torchscript_says_what_a_state_dict_needs
     torch.save(tiny_cnn().state_dict(), weights)
     line = one_line_error(capsys, main(certify_args(weights, npz_data, tmp_path / "r.tsv")))
     assert "neither a torch.export program" in line and "--weights" in line
+
+
+# -- 3. cifar10:DIR batches are pickles: only what a batch holds is unpickled ----------------------------------------
+class _Payload:
+    def __reduce__(self):
+        return (open, ("PWNED", "w"))
+
+
+def _cifar_batch(n=3):
+    return {b"batch_label": b"testing batch 1 of 1", b"labels": list(range(n)),
+            b"data": (np.arange(n * 3072) % 256).astype(np.uint8).reshape(n, 3072),
+            b"filenames": [f"img{i}.png".encode() for i in range(n)]}
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_real_format_cifar_batch_loads_through_the_restricted_unpickler(tmp_path, protocol):
+    """What a batch holds, as pickletools shows it: dict, list, bytes, int, and an array through numpy's
+    _reconstruct (protocols 2-4; 2 also _codecs.encode for bytes) or _frombuffer (5), ndarray and dtype."""
+    (tmp_path / "c").mkdir()
+    with open(tmp_path / "c" / "test_batch", "wb") as f:
+        pickle.dump(_cifar_batch(), f, protocol=protocol)
+    ops = {arg for op, arg, _ in pickletools.genops((tmp_path / "c" / "test_batch").read_bytes())
+           if op.name == "GLOBAL"}
+    assert protocol != 2 or ops == {"numpy._core.multiarray _reconstruct", "numpy ndarray", "numpy dtype",
+                                    "_codecs encode"}
+    ds = load_data(f"cifar10:{tmp_path / 'c'}")
+    assert ds.y.tolist() == [0, 1, 2] and ds.x[0, 0, 0, 5].item() == pytest.approx(5 / 255)
+
+
+def test_a_python2_cifar_batch_names_numpy_core_and_loads(tmp_path):
+    """The official files were written by Python 2's cPickle: numpy.core.multiarray._reconstruct, BINSTRINGs."""
+    raw = pickle.dumps(_cifar_batch(), protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "test_batch").write_bytes(raw)
+    assert load_data(f"cifar10:{tmp_path / 'c'}").y.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("payload", [_Payload(), {b"data": np.array([_Payload()], dtype=object)}])
+def test_a_cifar_batch_that_names_anything_else_is_refused_and_runs_nothing(tmp_path, monkeypatch, payload):
+    (tmp_path / "c").mkdir()
+    batch = {**_cifar_batch(), b"labels": payload}
+    (tmp_path / "c" / "test_batch").write_bytes(pickle.dumps(batch))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SmoothcertError, match=r"test_batch is refused: it names (builtins|io)\.open"):
+        load_data(f"cifar10:{tmp_path / 'c'}")
+    assert not (tmp_path / "PWNED").exists()
