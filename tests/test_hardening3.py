@@ -2,11 +2,13 @@
 line on stderr and exit 2 (or the promised result), within bounded memory, running no code and changing no file.
 Hostile files are built small; memory is bounded by refusing before allocating, checked under an address-space
 cap where a subprocess is needed."""
+import io
 import pickle
 import pickletools
 import subprocess
 import sys
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from smoothcert import SmoothcertError
 from smoothcert.cli import main
 from smoothcert.data import load_data
 from smoothcert.models import load_model
+from smoothcert.models.architectures import MAX_CLASSES, build
 
 HERE = __file__.rsplit("/", 1)[0]
 
@@ -136,3 +139,54 @@ def test_a_cifar_batch_that_names_anything_else_is_refused_and_runs_nothing(tmp_
     with pytest.raises(SmoothcertError, match=r"test_batch is refused: it names (builtins|io)\.open"):
         load_data(f"cifar10:{tmp_path / 'c'}")
     assert not (tmp_path / "PWNED").exists()
+
+
+# -- 4. --weights: a zip bomb, a view that repeats one float, a layer of too many classes ---------------------------
+def _deflated_bomb(path, megabytes):
+    """A torch.save state dict whose storage record is rewritten as `megabytes` MiB of deflated zeros (a file of
+    about megabytes KiB); built in 1 MiB chunks."""
+    plain = path.with_suffix(".plain")
+    torch.save({"8.bias": torch.zeros(4)}, plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            if info.filename.endswith("/data/0"):
+                bomb = zipfile.ZipInfo(info.filename)
+                bomb.compress_type = zipfile.ZIP_DEFLATED
+                with dst.open(bomb, "w", force_zip64=True) as out:
+                    for _ in range(megabytes):
+                        out.write(bytes(1 << 20))
+            else:
+                dst.writestr(info, src.read(info))
+    return path
+
+
+def test_a_weights_zip_bomb_is_refused_before_inflating(tmp_path):
+    bomb = _deflated_bomb(tmp_path / "w.pt", 64)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(SmoothcertError, match=r"weights .*w\.pt are refused: its entries inflate to 67,"):
+        load_model("digits-cnn", str(bomb))
+
+
+def test_weights_whose_tensor_repeats_one_float_are_refused_before_a_layer_is_built(tmp_path, monkeypatch):
+    """A 200,000 x 64 stride-0 view of one float: num_classes read from it built Linear(64, 200,000) (at 2e7
+    rows: 5 GB)."""
+    weights = tmp_path / "w.pt"
+    torch.save({"8.weight": torch.zeros(1).expand(200_000, 64)}, weights)
+    assert weights.stat().st_size < 10_000
+    built = []
+    monkeypatch.setattr("smoothcert.models.loading.build", lambda *a, **k: built.append(k))
+    with pytest.raises(SmoothcertError, match=r"tensor 8\.weight declares 12,800,000 elements .* over a storage of 4 "
+                                              "bytes"):
+        load_model("digits-cnn", str(weights))
+    assert not built
+
+
+def test_a_weights_file_of_more_classes_than_the_cap_is_refused_before_building(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save({"8.weight": torch.zeros(MAX_CLASSES + 1, 1)}, weights)
+    line = one_line_error(capsys, main(["certify", "--model", "digits-cnn", "--weights", str(weights), "--data",
+                                        "digits", "--sigma", "0.25", "--max", "1", "--out", str(tmp_path / "r.tsv")]))
+    assert "digits-cnn with 100,001 classes" in line and "at most 100,000" in line
+    with pytest.raises(SmoothcertError, match="at most 100,000"):
+        build("cifar-resnet20", num_classes=10 ** 9)
+

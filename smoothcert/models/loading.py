@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import os
 import pickle
 import sys
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import SmoothcertError, check, first_line
+from . import pt2zip
 from .architectures import ARCHITECTURES, build
 from .pt2guard import load_program, unpickling_reason
 
@@ -213,21 +215,34 @@ def _call_factory(spec: str, module_name: str, attr: str) -> nn.Module:
 
 
 def read_state_dict(path: str) -> dict:
-    """A plain state dict (name -> tensor), read with weights_only=True (no code runs)."""
+    """A plain state dict (name -> tensor), read with weights_only=True (no code runs), from a torch.save zip
+    archive whose entries inflate within pt2zip's bound, with no tensor declaring more elements than its storage
+    holds (a stride-0 view of one float declaring 20,000,000 x 64 would build a 5 GB layer)."""
     _check_file(path, "weights")
+    with open(path, "rb") as f:
+        data = f.read()                           # read once: what is bounded is what is loaded
     try:
+        pt2zip.bound(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pt2zip.TooLarge as exc:
+        raise SmoothcertError(f"weights {path} are refused: {exc}") from None
     except Exception as exc:
         why = (f"it holds pickled objects beyond tensors ({unpickling_reason(exc)}: a whole pickled model?); save "
                "only the weights with torch.save(model.state_dict(), path)") if isinstance(exc, pickle.UnpicklingError) \
             else first_line(exc)
         raise SmoothcertError(f"cannot read weights {path} as a plain state dict: {why}") from None
+    del data
     if not (isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         found = f"keys {', '.join(map(str, list(state)[:4]))}" if isinstance(state, Mapping) else type(state).__name__
         raise SmoothcertError(f"weights file {path} is not a plain state dict of tensors (found {found}); "
                               "save it with torch.save(model.state_dict(), path)")
+    for name, t in state.items():
+        check(t.numel() * t.element_size() <= t.untyped_storage().nbytes(),
+              f"weights {path}: tensor {str(name)[:80]} declares {t.numel():,} elements of shape {tuple(t.shape)} over "
+              f"a storage of {t.untyped_storage().nbytes():,} bytes (a view that repeats its values), which a saved "
+              "state dict never holds")
     return dict(state)
 
 

@@ -21,6 +21,7 @@ Bounds (they hold with --trust-model too: a trusted file can still be a truncate
   - a torch.save archive inside it (the sample inputs, *.pt), which torch.load reads with the same reader, must
     pass the same checks with every entry stored, so it cannot inflate either.
 Sizes of tensors declared inside the JSON are checked against these entries by smoothcert.models.pt2check.
+A state dict file (torch.save, read by torch.load with the same reader) is held to the same total by `bound`.
 """
 from __future__ import annotations
 
@@ -54,6 +55,38 @@ def is_text(name: str) -> bool:
     return name.startswith(("models/", "extra/")) or name.lower().endswith(".json")
 
 
+def bound(data: bytes) -> None:
+    """Raise Unreadable unless `data` is a zip archive whose directory torch's reader takes as Python's zipfile does,
+    or TooLarge if its entries declare more than INFLATION times its size plus SLACK bytes in all: what torch's
+    reader allocates for an entry is its declared size, read here before anything is inflated."""
+    cd_offset, count = _directory(data)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as exc:
+        raise Unreadable(f"not a zip archive ({first_line(exc)})") from None
+    infos = zf.infolist()
+    if zf.start_dir != cd_offset or len(infos) != count:
+        raise Unreadable("its zip directory is not where and what its end record says (data prepended or hidden)")
+    _cap_total(infos, len(data))
+    try:
+        reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+        root = infos[0].filename.split("/")[0] if infos else ""
+        sizes = {i.filename[len(root) + 1:]: i.file_size for i in infos}
+        torch_sizes = {name: reader.get_record_size(name) for name in reader.get_all_records()}
+    except Exception as exc:
+        raise Unreadable(f"torch's reader cannot read it: {first_line(exc)[:200]}") from None
+    if torch_sizes != sizes:
+        raise Unreadable("torch's reader lists other entries or sizes than Python's zipfile")
+
+
+def _cap_total(infos: list, size: int) -> None:
+    cap = INFLATION * size + SLACK
+    total = sum(i.file_size for i in infos)
+    if total > cap:
+        raise TooLarge(f"its entries inflate to {total:,} bytes, over the {cap:,} allowed for a {size:,}-byte "
+                       f"file ({INFLATION} times its size plus 1 MiB)")
+
+
 class Archive:
     """The entries of a checked archive, by their names as torch's reader sees them (without the root folder)."""
 
@@ -61,11 +94,7 @@ class Archive:
         self.sizes, self.text = {}, {}
         infos = _open(data, nested)
         self.root = infos[0].filename.split("/")[0]
-        cap = INFLATION * len(data) + SLACK
-        total = sum(i.file_size for i in infos)
-        if total > cap:
-            raise TooLarge(f"its entries inflate to {total:,} bytes, over the {cap:,} allowed for a {len(data):,}-byte "
-                           f"file ({INFLATION} times its size plus 1 MiB)")
+        _cap_total(infos, len(data))
         for info in infos:
             name = info.filename[len(self.root) + 1:]
             if is_text(name) and info.file_size > TEXT_CAP:
