@@ -5,7 +5,9 @@ to [0, 1]; .npz arrays are taken as given. Nothing is ever downloaded. Bad input
 """
 from __future__ import annotations
 
+import math
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from .errors import SmoothcertError, check, check_count, first_line
 
 SPECS = "digits, npz:PATH, cifar10:DIR, folder:DIR"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+NPZ_INFLATION, NPZ_SLACK = 100, 64 << 20   # an .npz's arrays may hold at most 100 times its size plus 64 MiB
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -73,6 +76,7 @@ def _digits(split: str) -> Dataset:
 def _npz(path: Path, split: str) -> Dataset:
     """An .npz with arrays x (N, ...) and y (N,), optionally classes; the split is ignored."""
     check(path.is_file(), f"npz file not found (or not a file): {path}")
+    _check_npz_sizes(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -109,6 +113,38 @@ def _npz(path: Path, split: str) -> Dataset:
     else:
         classes = []                       # nothing the size of the largest label is built before it is checked
     return _dataset(x, y, classes, f"npz:{path}")
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Before np.load inflates anything: the members' declared sizes (the zip directory) within NPZ_INFLATION
+    times the file's size plus NPZ_SLACK (a 1.5 MB file inflating to 1.5 GB is refused; savez_compressed of real
+    images shrinks them 2-20 times), and no array header declaring more bytes than its member holds (numpy
+    allocates what the header declares before reading). Python's zipfile never inflates past a declared size."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            headers = {i.filename: _npy_header(zf, i) for i in infos if i.filename.endswith(".npy")}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, TypeError, NotImplementedError):
+        return                                     # not a zip (a single .npy?), or an unreadable one: np.load says
+    size, total = path.stat().st_size, sum(i.file_size for i in infos)
+    cap = NPZ_INFLATION * size + NPZ_SLACK
+    check(total <= cap, f"{path} is refused: its arrays inflate to {total:,} bytes, over the {cap:,} allowed for a "
+                        f"{size:,}-byte .npz ({NPZ_INFLATION} times its size plus 64 MiB)")
+    for info in infos:
+        if info.filename in headers:
+            shape, dtype = headers[info.filename]
+            declared = math.prod(shape) * dtype.itemsize
+            check(declared <= info.file_size, f"{path} is refused: its array {info.filename[:-4][:80]!r} declares "
+                                              f"shape {shape} ({declared:,} bytes) in a member of {info.file_size:,}")
+
+
+def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, np.dtype]:
+    """The shape and dtype an .npy member declares (its header only is read)."""
+    with zf.open(info) as f:
+        read = (np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(f) == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
+    return shape, dtype
 
 
 def _check_float32(x: np.ndarray, path) -> None:

@@ -190,3 +190,49 @@ def test_a_weights_file_of_more_classes_than_the_cap_is_refused_before_building(
     with pytest.raises(SmoothcertError, match="at most 100,000"):
         build("cifar-resnet20", num_classes=10 ** 9)
 
+
+# -- 5. npz: a zip bomb ------------------------------------------------------------------------------------------------
+def test_an_npz_zip_bomb_is_refused_before_np_load(tmp_path, monkeypatch):
+    """x inflating to 128 MiB from a file of about 130 KB (the harness's: 1.5 GB from 1.5 MB)."""
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("x.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (32, 1 << 20)})
+            for _ in range(128):
+                f.write(bytes(1 << 20))
+        zf.writestr("y.npy", _npy(np.zeros(32, np.int64)))
+    assert path.stat().st_size < 1 << 20
+    loaded = []
+    monkeypatch.setattr(np, "load", lambda *a, **k: loaded.append(a))
+    with pytest.raises(SmoothcertError, match=r"bomb\.npz is refused: its arrays inflate to 134,2.*\(100 times its size "
+                                              r"plus 64 MiB"):
+        load_data(f"npz:{path}")
+    assert not loaded
+
+
+def test_an_npz_array_header_declaring_more_than_its_member_is_refused(tmp_path, monkeypatch):
+    """numpy allocates what the header declares before reading the data."""
+    path = tmp_path / "liar.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (10 ** 9, 3)})
+        zf.writestr("x.npy", header.getvalue() + bytes(48))
+        zf.writestr("y.npy", _npy(np.zeros(4, np.int64)))
+    with pytest.raises(SmoothcertError, match=r"array 'x' declares shape \(1000000000, 3\) \(12,000,000,000 bytes\)"):
+        load_data(f"npz:{path}")
+
+
+def test_a_compressed_npz_of_real_data_still_loads(tmp_path):
+    x = np.zeros((200, 1, 28, 28), np.float32)
+    x[:, :, 10:18, 10:18] = 0.5                              # mostly zeros, as digits are: compresses ~60 times
+    path = tmp_path / "d.npz"
+    np.savez_compressed(path, x=x, y=np.arange(200) % 10)
+    assert len(load_data(f"npz:{path}")) == 200
+
+
+def _npy(array) -> bytes:
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
