@@ -19,6 +19,7 @@ from .errors import SmoothcertError, check, check_count, first_line
 SPECS = "digits, npz:PATH, cifar10:DIR, folder:DIR"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NPZ_INFLATION, NPZ_SLACK = 100, 64 << 20   # an .npz's arrays may hold at most 100 times its size plus 64 MiB
+MAX_IMAGE_SIDE = 4096                      # folder: images of at most 4096 x 4096 pixels (201 MB as float32 RGB)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -272,6 +273,9 @@ def _folder(root: Path, split: str) -> Dataset:
                 sizes[path], gray = im.size, gray and im.mode in ("L", "1")
         except Exception as exc:
             raise SmoothcertError(f"cannot read image {path} ({type(exc).__name__})") from exc
+        check(sizes[path][0] * sizes[path][1] <= MAX_IMAGE_SIDE ** 2,
+              f"image {path} is {sizes[path][0]}x{sizes[path][1]} pixels, over the {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} "
+              "that folder: data sets take (it is refused before decoding)")
         check(sizes[path] == sizes[files[0]], f"image sizes differ: {path} is {sizes[path][0]}x{sizes[path][1]} "
               f"but {files[0]} is {sizes[files[0]][0]}x{sizes[files[0]][1]} (width x height); all must match")
     (w, h), mode = sizes[files[0]], "L" if gray else "RGB"

@@ -236,3 +236,16 @@ def _npy(array) -> bytes:
     out = io.BytesIO()
     np.save(out, array)
     return out.getvalue()
+
+
+# -- 6. folder: an image of too many pixels ---------------------------------------------------------------------------
+def test_a_folder_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A 9000 x 9000 PNG is ~300 KB and under PIL's bomb limit, but 970 MB as float32 RGB. Here 4097 x 4096."""
+    from PIL import Image
+    (tmp_path / "d" / "a").mkdir(parents=True)
+    Image.new("L", (4097, 4096)).save(tmp_path / "d" / "a" / "big.png")
+    decoded = []
+    monkeypatch.setattr(Image.Image, "convert", lambda *a, **k: decoded.append(a))
+    with pytest.raises(SmoothcertError, match=r"big\.png is 4097x4096 pixels, over the 4096x4096"):
+        load_data(f"folder:{tmp_path / 'd'}")
+    assert not decoded
