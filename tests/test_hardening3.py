@@ -19,6 +19,7 @@ from smoothcert import SmoothcertError
 from smoothcert.cli import main
 from smoothcert.data import load_data
 from smoothcert.models import load_model
+from smoothcert.models.loading import MAX_STATIC_BATCH
 from smoothcert.models.architectures import MAX_CLASSES, build
 
 HERE = __file__.rsplit("/", 1)[0]
@@ -249,3 +250,17 @@ def test_a_folder_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path, 
     with pytest.raises(SmoothcertError, match=r"big\.png is 4097x4096 pixels, over the 4096x4096"):
         load_data(f"folder:{tmp_path / 'd'}")
     assert not decoded
+
+
+# -- 7. a .pt2 exported with a huge fixed batch -----------------------------------------------------------------------
+def test_a_program_with_a_fixed_batch_over_the_cap_is_refused(tmp_path, capsys):
+    """StaticBatch pads every chunk to the fixed batch: 10,000,000 rows of padding for one input."""
+    path = tmp_path / "big_batch.pt2"
+    program = torch.export.export(torch.nn.Linear(1, 3), (torch.zeros(MAX_STATIC_BATCH + 1, 1),))
+    torch.export.save(program, str(path))
+    with pytest.raises(SmoothcertError, match=r"fixed batch size of 65,537, over the 65,536 .*dynamic_shapes"):
+        load_model(str(path))
+    assert "fixed batch" not in capsys.readouterr().err          # refused, not warned about and then run
+    small = tmp_path / "small_batch.pt2"
+    torch.export.save(torch.export.export(torch.nn.Linear(1, 3), (torch.zeros(4, 1),)), str(small))
+    assert load_model(str(small))(torch.zeros(9, 1)).shape == (9, 3)

@@ -29,6 +29,7 @@ from . import pt2zip
 from .architectures import ARCHITECTURES, build
 from .pt2guard import load_program, unpickling_reason
 
+MAX_STATIC_BATCH = 65_536        # a program exported with a larger fixed batch is refused: every chunk is padded to it
 
 
 def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bool = False,
@@ -112,8 +113,13 @@ def _load_exported(path: str, trust: bool = False) -> nn.Module:
         data = f.read()                           # read once: what is checked is what is loaded
     check(len(data) > 0, f"model file {path} is empty")
     program = load_program(path, data, trust)
-    module = program.module()
     batch = _static_batch(program)
+    if batch is not None and batch > MAX_STATIC_BATCH:
+        raise SmoothcertError(f"{path} was exported with a fixed batch size of {batch:,}, over the "
+                              f"{MAX_STATIC_BATCH:,} smoothcert pads every chunk of inputs to; export with a dynamic "
+                              "batch instead: torch.export.export(model, (x,), dynamic_shapes=({0: "
+                              "torch.export.Dim('batch')},))")
+    module = program.module()
     if batch is None:
         return module
     print(f"smoothcert: {path} was exported with a fixed batch size of {batch}: every forward pass runs in chunks "
