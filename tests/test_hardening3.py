@@ -17,6 +17,7 @@ import torch
 from conftest import certify_args, one_line_error, tiny_cnn
 from smoothcert import SmoothcertError
 from smoothcert.cli import main
+from smoothcert.analysis import load_results
 from smoothcert.data import load_data
 from smoothcert.models import load_model
 from smoothcert.models.loading import MAX_STATIC_BATCH
@@ -264,3 +265,21 @@ def test_a_program_with_a_fixed_batch_over_the_cap_is_refused(tmp_path, capsys):
     small = tmp_path / "small_batch.pt2"
     torch.export.save(torch.export.export(torch.nn.Linear(1, 3), (torch.zeros(4, 1),)), str(small))
     assert load_model(str(small))(torch.zeros(9, 1)).shape == (9, 3)
+
+
+# -- 9. results files: exact idx, bounded lines, streaming -----------------------------------------------------------
+def test_idx_values_equal_as_float64_are_distinct_inputs(tmp_path):
+    """2^62 - 1 and 2^62 - 2 round to one float64: analyze called them a duplicate."""
+    path = tmp_path / "cohen.tsv"
+    big = 2 ** 62
+    path.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+                    f"{big - 1}\t0\t0\t0.5\t1\t0.1\n{big - 2}\t1\t1\t0.25\t1\t0.1\n")
+    results = load_results(path)
+    assert results.idx.dtype == np.int64 and results.idx.tolist() == [big - 1, big - 2]
+    with pytest.raises(SmoothcertError, match=r"line 3: input idx 4611686018427387903 appears again"):
+        path.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+                        f"{big - 1}\t0\t0\t0.5\t1\t0.1\n{big - 1}\t1\t1\t0.25\t1\t0.1\n")
+        load_results(path)
+    path.write_text(f"idx\tlabel\tpredict\tradius\tcorrect\ttime\n{2 ** 63}\t0\t0\t0.5\t1\t0.1\n")
+    with pytest.raises(SmoothcertError, match=r"line 2: column 'idx' is beyond a 64-bit integer"):
+        load_results(path)
