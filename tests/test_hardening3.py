@@ -3,6 +3,7 @@ line on stderr and exit 2 (or the promised result), within bounded memory, runni
 Hostile files are built small; memory is bounded by refusing before allocating, checked under an address-space
 cap where a subprocess is needed."""
 import io
+import json
 import pickle
 import pickletools
 import subprocess
@@ -19,7 +20,8 @@ from smoothcert import SmoothcertError
 from smoothcert.cli import main
 from smoothcert.analysis import load_results
 from smoothcert.data import load_data
-from smoothcert.models import load_model
+from smoothcert.models import load_model, save_model
+from smoothcert.models.pt2zip import JSON_BYTES_PER_CONTAINER, TEXT_CAP
 from smoothcert.models.loading import MAX_STATIC_BATCH
 from smoothcert.models.architectures import MAX_CLASSES, build
 
@@ -283,3 +285,36 @@ def test_idx_values_equal_as_float64_are_distinct_inputs(tmp_path):
     path.write_text(f"idx\tlabel\tpredict\tradius\tcorrect\ttime\n{2 ** 63}\t0\t0\t0.5\t1\t0.1\n")
     with pytest.raises(SmoothcertError, match=r"line 2: column 'idx' is beyond a 64-bit integer"):
         load_results(path)
+
+
+# -- 8. a .pt2 program JSON of millions of tiny containers ----------------------------------------------------------
+@pytest.mark.parametrize("kind", ["dicts", "too long"])
+def test_a_program_json_that_would_parse_into_gigabytes_is_refused_before_parsing(tmp_path, monkeypatch, kind):
+    """11M empty dicts in 32 MiB of text took 1.2 GB to parse (under the old 32 MiB text cap). Here 1M dicts in
+    3 MiB: over one container per 8 bytes; and 17 MiB of spaces: over the 16 MiB text cap (stored: a file of
+    that size, written once)."""
+    good, bad = tmp_path / "good.pt2", tmp_path / "bad.pt2"
+    save_model(tiny_cnn(), str(good), torch.zeros(1, 1, 4, 4))
+    body = b"[" + b"{}," * 1_000_000 + b"{}]" if kind == "dicts" else b"{}" + b" " * (17 << 20)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, body if info.filename.endswith("models/model.json") else src.read(info))
+    parsed = []
+    monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(a))
+    monkeypatch.setattr(torch.export, "load", lambda *a, **k: parsed.append(a))
+    why = r"1,000,002 JSON objects and arrays in 3,000,004 bytes" if kind == "dicts" else r"over the 16 MiB"
+    for trust in (False, True):                                  # a size bound: --trust-model does not lift it
+        with pytest.raises(SmoothcertError, match=rf"models/model\.json .*{why}"):
+            load_model(str(bad), trust=trust)
+    assert not parsed
+
+
+def test_real_programs_are_far_within_the_json_bounds(tmp_path):
+    """The bounds' margin, measured: ResNet-20's program (ResNet-110's: 0.8 MB, one container per 38 bytes)."""
+    path = tmp_path / "r20.pt2"
+    save_model(build("cifar-resnet20"), str(path), torch.zeros(2, 3, 32, 32))
+    with zipfile.ZipFile(path) as zf:
+        program = next(zf.read(n) for n in zf.namelist() if n.endswith("models/model.json"))
+    assert len(program) < TEXT_CAP / 50
+    assert program.count(b"{") + program.count(b"[") < len(program) / (3 * JSON_BYTES_PER_CONTAINER)
+    assert isinstance(load_model(str(path)), torch.nn.Module)

@@ -16,8 +16,10 @@ Bounds (they hold with --trust-model too: a trusted file can still be a truncate
   - all entries together inflate to at most INFLATION (8) times the file's size plus 1 MiB (torch.export.save
     stores them uncompressed: 1 time), read from the central directory before anything is inflated and verified
     while inflating;
-  - an entry torch reads whole as text (under models/ or extra/, or named *.json) holds at most TEXT_CAP (32 MiB;
-    ResNet-110's program is 0.8 MB);
+  - an entry torch reads whole as text (under models/ or extra/, or named *.json) holds at most TEXT_CAP (16 MiB;
+    ResNet-110's program is 0.8 MB), and one it parses as JSON (all but extra/) at most one object or array per
+    JSON_BYTES_PER_CONTAINER (8) bytes plus 4096 (ResNet-110's program: one per 38 bytes; 11M empty dicts in 32 MiB
+    took 1.2 GB to parse);
   - a torch.save archive inside it (the sample inputs, *.pt), which torch.load reads with the same reader, must
     pass the same checks with every entry stored, so it cannot inflate either.
 Sizes of tensors declared inside the JSON are checked against these entries by smoothcert.models.pt2check.
@@ -37,7 +39,8 @@ from ..errors import SmoothcertError, first_line
 
 INFLATION = 8
 SLACK = 1 << 20
-TEXT_CAP = 32 << 20
+TEXT_CAP = 16 << 20
+JSON_BYTES_PER_CONTAINER, JSON_SLACK = 8, 4096
 _SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 _CHUNK = 1 << 20                                  # bytes inflated at a time
 
@@ -108,6 +111,11 @@ class Archive:
                 Archive(body, nested=True)                 # torch.load reads it with the same reader
             if is_text(name):
                 self.text[name] = body
+                containers = body.count(b"{") + body.count(b"[")
+                if not name.startswith("extra/") and containers > len(body) // JSON_BYTES_PER_CONTAINER + JSON_SLACK:
+                    raise TooLarge(f"its entry {name} holds {containers:,} JSON objects and arrays in {len(body):,} "
+                                   f"bytes, more than one per {JSON_BYTES_PER_CONTAINER} bytes (torch's parse of it "
+                                   "would take gigabytes)")
         self._same_as_torch(data, infos)
 
     def _same_as_torch(self, data: bytes, infos: list) -> None:
