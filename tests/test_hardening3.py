@@ -8,6 +8,7 @@ import pickle
 import pickletools
 import subprocess
 import sys
+import tracemalloc
 import warnings
 import zipfile
 
@@ -20,6 +21,8 @@ from smoothcert import SmoothcertError
 from smoothcert.cli import main
 from smoothcert.analysis import load_results
 from smoothcert.data import load_data
+from smoothcert.files.columns import CERTIFY_COLUMNS, encode_counts
+from smoothcert.files.rows import MAX_LINE, parse_counts, parse_scores, read_table
 from smoothcert.models import load_model, save_model
 from smoothcert.models.pt2zip import JSON_BYTES_PER_CONTAINER, TEXT_CAP
 from smoothcert.models.loading import MAX_STATIC_BATCH
@@ -318,3 +321,62 @@ def test_real_programs_are_far_within_the_json_bounds(tmp_path):
     assert len(program) < TEXT_CAP / 50
     assert program.count(b"{") + program.count(b"[") < len(program) / (3 * JSON_BYTES_PER_CONTAINER)
     assert isinstance(load_model(str(path)), torch.nn.Module)
+
+
+def _results_head(path, rows=12):
+    """A certify file's header and `rows` rows of the right number of fields (read_table checks no more)."""
+    with open(path, "w") as f:
+        f.write("\t".join(CERTIFY_COLUMNS) + "\n")
+        for i in range(rows):
+            f.write("\t".join(str(i) for _ in CERTIFY_COLUMNS) + "\n")
+
+
+def _peak_bytes(fn):
+    """The most Python memory fn() had allocated at once (tracemalloc), and its SmoothcertError."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(SmoothcertError) as refused:
+            fn()
+        return tracemalloc.get_traced_memory()[1], str(refused.value)
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_refusal_at_line_14_does_not_read_the_rest_of_the_file(tmp_path):
+    """48-128 MiB of empty lines peaked at 1.1-2.9 GB (the whole file read, then split). Here 32 MiB."""
+    path = tmp_path / "x.tsv"
+    _results_head(path)
+    with open(path, "ab") as f:
+        for _ in range(32):
+            f.write(b"\n" * (1 << 20))
+    peak, message = _peak_bytes(lambda: read_table(str(path), CERTIFY_COLUMNS))
+    assert "x.tsv line 14: 1 fields where the header has" in message
+    assert peak < 1 << 20, f"{peak:,} bytes allocated"
+
+
+def test_a_line_over_the_cap_is_refused_naming_it_without_reading_past_the_cap(tmp_path):
+    """One 96-256 MiB line (a counts cell of commas) peaked at 1.7-2.9 GB."""
+    path = tmp_path / "x.tsv"
+    _results_head(path, rows=2)
+    with open(path, "ab") as f:
+        for _ in range(MAX_LINE >> 20):
+            f.write(b"," * (1 << 20))
+        f.write(b",,\n")
+    peak, message = _peak_bytes(lambda: read_table(str(path), CERTIFY_COLUMNS))
+    assert message.endswith(f"x.tsv line 4 is longer than 16 MiB, which no results row is (dense counts of 100,000 "
+                            "classes take under 6 MB); it is not read further")
+    assert peak < 2 * MAX_LINE + (4 << 20), f"{peak:,} bytes allocated"
+
+
+def test_a_counts_cell_of_more_items_than_classes_is_refused_before_splitting_it():
+    commas = "," * (4 << 20)
+    peak, message = _peak_bytes(lambda: parse_counts(commas, 10, 0, "x.tsv line 2", "counts"))
+    assert message == "x.tsv line 2: counts lists more than the row's 10 classes" and peak < 1 << 20
+    peak, message = _peak_bytes(lambda: parse_scores(commas, 10, 2, "x.tsv line 2", "scores"))
+    assert message == "x.tsv line 2: scores lists more than the row's 10 classes" and peak < 1 << 20
+    assert parse_counts("0:3,2:4", 3, 7, "x", "counts")[2] == 4
+
+
+def test_a_dense_counts_row_of_100000_classes_fits_the_line_cap():
+    counts = np.full(100_000, 10 ** 12, dtype=np.int64)      # every class, 13-digit counts: 2 such cells a row
+    assert 2 * len(encode_counts(counts)) < MAX_LINE / 2
