@@ -4,6 +4,7 @@ Hostile files are built small; memory is bounded by refusing before allocating, 
 cap where a subprocess is needed."""
 import io
 import json
+import os
 import pickle
 import pickletools
 import subprocess
@@ -16,12 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import certify_args, one_line_error, tiny_cnn
+from conftest import certify_args, one_line_error, rows, tiny_cnn, without_time
 from smoothcert import SmoothcertError
 from smoothcert.cli import main
 from smoothcert.analysis import load_results
 from smoothcert.data import load_data
 from smoothcert.files.columns import CERTIFY_COLUMNS, encode_counts
+from smoothcert.files import ResultsWriter
 from smoothcert.files.rows import MAX_LINE, parse_counts, parse_scores, read_table
 from smoothcert.models import load_model, save_model
 from smoothcert.models.pt2zip import JSON_BYTES_PER_CONTAINER, TEXT_CAP
@@ -380,3 +382,60 @@ def test_a_counts_cell_of_more_items_than_classes_is_refused_before_splitting_it
 def test_a_dense_counts_row_of_100000_classes_fits_the_line_cap():
     counts = np.full(100_000, 10 ** 12, dtype=np.int64)      # every class, 13-digit counts: 2 such cells a row
     assert 2 * len(encode_counts(counts)) < MAX_LINE / 2
+
+
+# -- 10. certify --out a user's file holding a half header -----------------------------------------------------------
+def test_a_users_file_holding_idx_without_a_newline_is_refused_unchanged(tmp_path, model_pt2, npz_data, capsys):
+    out = tmp_path / "r.tsv"
+    out.write_text("idx")
+    line = one_line_error(capsys, main(certify_args(model_pt2, npz_data, out, "--max", "2")))
+    assert "not a complete results header" in line and out.read_text() == "idx"
+
+
+@pytest.mark.parametrize("crash_at", ["fsync", "link"])
+def test_a_crash_while_creating_the_file_leaves_no_half_header(tmp_path, model_pt2, npz_data, monkeypatch, crash_at):
+    """The header is written to a temporary file and linked in place: a crash before the link leaves no results
+    file (so refusing a half header never refuses a real resume), and the next run starts afresh."""
+    out, full = tmp_path / "r.tsv", tmp_path / "full.tsv"
+
+    def crash(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(os, crash_at, crash)
+        with pytest.raises(KeyboardInterrupt):
+            with ResultsWriter(str(out), CERTIFY_COLUMNS, {}) as writer:
+                writer.write(dict.fromkeys(CERTIFY_COLUMNS, "0"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "model.pt2"]     # lock and temp file gone
+    assert main(certify_args(model_pt2, npz_data, out, "--max", "3")) == 0
+    assert main(certify_args(model_pt2, npz_data, full, "--max", "3")) == 0
+    assert without_time(out) == without_time(full)
+
+
+def test_a_file_that_appears_while_a_run_starts_is_not_replaced(tmp_path):
+    out = tmp_path / "r.tsv"
+    with ResultsWriter(str(out), CERTIFY_COLUMNS, {}) as writer:
+        out.write_text("a user's file")
+        with pytest.raises(SmoothcertError, match="created by something else"):
+            writer.write(dict.fromkeys(CERTIFY_COLUMNS, "0"))
+    assert out.read_text() == "a user's file"
+
+
+def test_an_empty_file_is_taken_as_new(tmp_path, model_pt2, npz_data):
+    out = tmp_path / "r.tsv"
+    out.write_text("")                                             # mktemp's
+    assert main(certify_args(model_pt2, npz_data, out, "--max", "2")) == 0
+    assert len(rows(out)) == 2
+
+
+def test_without_hard_links_the_file_is_still_created_exclusively(tmp_path, monkeypatch):
+    out = tmp_path / "r.tsv"
+
+    def no_links(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with ResultsWriter(str(out), CERTIFY_COLUMNS, {}) as writer:
+        writer.write(dict.fromkeys(CERTIFY_COLUMNS, "0"))
+    assert out.read_text().splitlines() == ["\t".join(CERTIFY_COLUMNS), "\t".join("0" for _ in CERTIFY_COLUMNS)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tsv"]
