@@ -5,17 +5,21 @@ to [0, 1]; .npz arrays are taken as given. Nothing is ever downloaded. Bad input
 """
 from __future__ import annotations
 
+import math
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import SmoothcertError, check, check_count
+from .errors import SmoothcertError, check, check_count, first_line
 
 SPECS = "digits, npz:PATH, cifar10:DIR, folder:DIR"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+NPZ_INFLATION, NPZ_SLACK = 100, 64 << 20   # an .npz's arrays may hold at most 100 times its size plus 64 MiB
+MAX_IMAGE_SIDE = 4096                      # folder: images of at most 4096 x 4096 pixels (201 MB as float32 RGB)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -73,6 +77,7 @@ def _digits(split: str) -> Dataset:
 def _npz(path: Path, split: str) -> Dataset:
     """An .npz with arrays x (N, ...) and y (N,), optionally classes; the split is ignored."""
     check(path.is_file(), f"npz file not found (or not a file): {path}")
+    _check_npz_sizes(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -111,6 +116,38 @@ def _npz(path: Path, split: str) -> Dataset:
     return _dataset(x, y, classes, f"npz:{path}")
 
 
+def _check_npz_sizes(path: Path) -> None:
+    """Before np.load inflates anything: the members' declared sizes (the zip directory) within NPZ_INFLATION
+    times the file's size plus NPZ_SLACK (a 1.5 MB file inflating to 1.5 GB is refused; savez_compressed of real
+    images shrinks them 2-20 times), and no array header declaring more bytes than its member holds (numpy
+    allocates what the header declares before reading). Python's zipfile never inflates past a declared size."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            headers = {i.filename: _npy_header(zf, i) for i in infos if i.filename.endswith(".npy")}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, TypeError, NotImplementedError):
+        return                                     # not a zip (a single .npy?), or an unreadable one: np.load says
+    size, total = path.stat().st_size, sum(i.file_size for i in infos)
+    cap = NPZ_INFLATION * size + NPZ_SLACK
+    check(total <= cap, f"{path} is refused: its arrays inflate to {total:,} bytes, over the {cap:,} allowed for a "
+                        f"{size:,}-byte .npz ({NPZ_INFLATION} times its size plus 64 MiB)")
+    for info in infos:
+        if info.filename in headers:
+            shape, dtype = headers[info.filename]
+            declared = math.prod(shape) * dtype.itemsize
+            check(declared <= info.file_size, f"{path} is refused: its array {info.filename[:-4][:80]!r} declares "
+                                              f"shape {shape} ({declared:,} bytes) in a member of {info.file_size:,}")
+
+
+def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, np.dtype]:
+    """The shape and dtype an .npy member declares (its header only is read)."""
+    with zf.open(info) as f:
+        read = (np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(f) == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
+    return shape, dtype
+
+
 def _check_float32(x: np.ndarray, path) -> None:
     """Inputs are loaded as float32: a finite value beyond its range would become inf, so it is named instead."""
     top = np.finfo(np.float32).max
@@ -125,15 +162,46 @@ def _check_float32(x: np.ndarray, path) -> None:
                                   "loaded as float32)")
 
 
+class _NotABatch(pickle.UnpicklingError):
+    """A pickle names something a CIFAR-10 batch never holds."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 python batch holds: dicts, lists, bytes and str, numbers, and numpy arrays
+    (numpy's _reconstruct or, protocol 5, _frombuffer, with ndarray and dtype; Python 3's protocol 2 writes bytes
+    as _codecs.encode(text, 'latin1')). Any other global a pickle names (os.system, say) is refused: unpickling
+    never runs other code."""
+
+    def find_class(self, module: str, name: str):
+        found = _BATCH_GLOBALS.get((module, name))
+        if found is None:
+            raise _NotABatch(f"it names {module[:60]}.{name[:60]}, which a CIFAR-10 batch never holds")
+        return found
+
+
+def _latin1(text, encoding="latin1"):
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _NotABatch(f"it encodes bytes as {str(encoding)[:40]}, not latin1")
+    return text.encode("latin1")
+
+
+_RECONSTRUCT, _FROMBUFFER = np.zeros(1).__reduce__()[0], np.zeros(1).__reduce_ex__(5)[0]
+_BATCH_GLOBALS = {**{(f"numpy.{core}.multiarray", "_reconstruct"): _RECONSTRUCT for core in ("core", "_core")},
+                  **{(f"numpy.{core}.numeric", "_frombuffer"): _FROMBUFFER for core in ("core", "_core")},
+                  ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1}
+
+
 def _unpickle(path: Path) -> dict:
-    # Pickles can execute arbitrary code when loaded: only load CIFAR-10 batches from a trusted source.
-    # They are the official distribution format, and every CIFAR-10 loader reads them this way.
+    """A CIFAR-10 batch (a pickle, the official format), read with _BatchUnpickler: nothing but its data."""
     check(path.is_file(), f"missing CIFAR-10 file: {path}")
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _BatchUnpickler(f, encoding="bytes").load()
+    except _NotABatch as exc:
+        raise SmoothcertError(f"{path} is refused: {first_line(exc)} (only plain data and numpy arrays are "
+                              "unpickled)") from None
     except Exception as exc:
-        raise SmoothcertError(f"{path} is not a readable CIFAR-10 pickle ({type(exc).__name__})") from exc
+        raise SmoothcertError(f"{path} is not a readable CIFAR-10 pickle ({type(exc).__name__})") from None
     check(isinstance(obj, dict), f"{path} is not a CIFAR-10 batch (expected a pickled dict)")
     return obj
 
@@ -205,6 +273,9 @@ def _folder(root: Path, split: str) -> Dataset:
                 sizes[path], gray = im.size, gray and im.mode in ("L", "1")
         except Exception as exc:
             raise SmoothcertError(f"cannot read image {path} ({type(exc).__name__})") from exc
+        check(sizes[path][0] * sizes[path][1] <= MAX_IMAGE_SIDE ** 2,
+              f"image {path} is {sizes[path][0]}x{sizes[path][1]} pixels, over the {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} "
+              "that folder: data sets take (it is refused before decoding)")
         check(sizes[path] == sizes[files[0]], f"image sizes differ: {path} is {sizes[path][0]}x{sizes[path][1]} "
               f"but {files[0]} is {sizes[files[0]][0]}x{sizes[files[0]][1]} (width x height); all must match")
     (w, h), mode = sizes[files[0]], "L" if gray else "RGB"

@@ -37,8 +37,17 @@ class Results:
     kind = property(lambda self: "predict" if self.radius is None else "certify", doc="'certify' or 'predict'")
 
 
-def parse_number(text: str, where: str, column: str, integer: bool) -> float:
-    """Parse one cell, raising SmoothcertError naming the file, line and column."""
+def parse_number(text: str, where: str, column: str, integer: bool) -> float | int:
+    """Parse one cell, raising SmoothcertError naming the file, line and column. An integer column gives an exact
+    int64 (idx 2^62 - 1 and 2^62 - 2 are one float64); "3.0" is taken as 3."""
+    if integer:
+        try:
+            value = int(text)
+        except ValueError:
+            pass
+        else:
+            check(-2 ** 63 <= value < 2 ** 63, f"{where}: column {column!r} is beyond a 64-bit integer: {text!r}")
+            return value
     try:
         value = float(text)
     except ValueError:
@@ -46,6 +55,9 @@ def parse_number(text: str, where: str, column: str, integer: bool) -> float:
     check(not math.isnan(value), f"{where}: column {column!r} is NaN")
     check(not integer or (math.isfinite(value) and value == int(value)),
           f"{where}: column {column!r} must be an integer, got {text!r}")
+    if integer:
+        check(-2 ** 63 <= value < 2 ** 63, f"{where}: column {column!r} is beyond a 64-bit integer: {text!r}")
+        return int(value)
     return value
 
 
@@ -123,7 +135,7 @@ def load_results(path, *, alpha: float | None = None, allow_duplicates: bool = F
     header, rows, lines = _read_rows(path)
     check(rows, f"{path}: no result rows after the header")
     columns = [c for c in REQUIRED + ("samples",) if c in header and (c != "samples" or "radius" in header)]
-    cols = {c: np.empty(len(rows)) for c in columns}
+    cols = {c: np.empty(len(rows), dtype=float if c == "radius" else np.int64) for c in columns}
     alphas = []
     for i, (row, line) in enumerate(zip(rows, lines)):
         where = f"{path}, line {line}"

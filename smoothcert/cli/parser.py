@@ -79,7 +79,7 @@ def _batch(text: str):
 
 def _selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
-                   help="model.pt2 (torch.export), model.pt (TorchScript), package.module:factory (a function taking "
+                   help="model.pt2 (torch.export), model.pt (TorchScript: with --trust-model only), package.module:factory (a function taking "
                         "no arguments; the current folder is on the import path) or a built-in architecture "
                         "(digits-cnn, cifar-resnet20, cifar-resnet110) with --weights")
     p.add_argument("--weights", help="state dict (torch.save(model.state_dict())) for a factory or architecture")
@@ -88,8 +88,8 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
                    help="results TSV; an existing one made with the same settings, data and model is resumed")
     p.add_argument("--trust-model", action="store_true",
                    help="load a .pt2 model with torch's own loader, unchecked: it may unpickle objects, evaluate "
-                        "expressions and import modules (this can run code: only for files you trust); by default "
-                        "such a file is refused")
+                        "expressions and import modules, or a TorchScript model.pt at all (this can run code: only "
+                        "for files you trust); by default such a file is refused")
     p.add_argument("--start", type=COUNT, default=0, help="first input index (default 0)")
     p.add_argument("--skip", type=COUNT, default=1,
                    help="take inputs start, start+SKIP, start+2*SKIP, ... (as Cohen et al.'s --skip; default 1)")

@@ -4,9 +4,8 @@ from __future__ import annotations
 import os
 
 from ..errors import check, check_alpha, check_count
+from ..models.architectures import MAX_CLASSES as MAX_TRAIN_CLASSES
 from .parser import noise_of
-
-MAX_TRAIN_CLASSES = 100_000      # a label beyond this is a data error, not a 10^9-output layer to allocate
 
 def cmd_bench_latency(args) -> None:
     from .. import planning

@@ -3,12 +3,16 @@
 `ray.init(address)` has no timeout of its own: it retries an address where nothing listens, or that does not answer
 as a Ray cluster, for many minutes (Ray 2.60: 20 tries of about 36 s each). So an address is first probed with a
 TCP connection, and ray.init then runs in a daemon thread that is given up on after the deadline (the thread is
-left to Ray's own retries and ends with the process). The `ray` module is passed in: Ray is imported by
-`require_ray` alone.
+left to Ray's own retries and ends with the process). Ray's C++ core logs each failed try straight to file
+descriptor 2, so while ray.init runs that descriptor points at /dev/null: given up on, it stays there (the thread
+still tries) and sys.stderr is reopened on the real one, so the error is the one line the user sees. The `ray`
+module is passed in: Ray is imported by `require_ray` alone.
 """
 from __future__ import annotations
 
+import os
 import socket
+import sys
 import threading
 
 from ..errors import SmoothcertError, check
@@ -40,12 +44,37 @@ def join(ray, address: str, timeout: float | None = None, **kwargs) -> None:
             outcome.append(exc)
 
     thread = threading.Thread(target=init, name="smoothcert-ray-init", daemon=True)
-    thread.start()
-    thread.join(timeout)
+    real = _mute_fd2()
+    try:
+        thread.start()
+        thread.join(timeout)
+    finally:
+        if outcome or thread.ident is None:
+            os.dup2(real, 2)                          # ray.init is done: Ray's later logs are the user's to see
+        elif _on_fd2(sys.stderr):                     # it still tries (and logs) in the background
+            sys.stderr = open(os.dup(real), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+        os.close(real)
     check(bool(outcome), f"no Ray cluster answered at {address} within {timeout:g} s (is it a Ray cluster's address, "
                          "host:port of its head node?)")
     if outcome[0] is not None:
         raise outcome[0]
+
+
+def _mute_fd2() -> int:
+    """Point file descriptor 2 at /dev/null; return a copy of what it was."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    real, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    return real
+
+
+def _on_fd2(stream) -> bool:
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):    # pytest's capture, a StringIO
+        return False
 
 
 def worker_count(have: dict, workers: int | None, num_gpus: float, where: str = "the Ray cluster") -> int:

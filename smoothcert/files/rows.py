@@ -17,33 +17,62 @@ from ..noises import NOISES
 from .columns import CERTIFY_COLUMNS, CONFIDENCE_FIRST, CONFIDENCE_LAST, PREDICT_COLUMNS, SOFT_COLUMNS
 
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
+MAX_LINE = 16 << 20               # a results line longer than this is refused (16 MiB)
 DENSE_BYTES = 1 << 24            # dense counts are built at most this many bytes (16 MB) at a time
 
 
 def read_table(path: str, columns: Iterable[str], *, resuming: bool = False) -> list[tuple[int, dict[str, str]]]:
-    """Every row of a results file with its line number. For reading a finished file (recertify) a cut-off last
-    line is refused, naming the line; `resuming` a run, it is left out (an interrupted write, cut off and
-    recomputed when the run writes again). A row with missing or extra fields, or a missing column, is refused."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            text = f.read().replace("\r\n", "\n")        # a file saved with Windows line ends reads the same
-    except UnicodeDecodeError:
-        raise SmoothcertError(f"{path} holds binary data, not a results file") from None
-    if resuming and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    lines = text.split("\n")
-    check(lines[0].strip() != "", f"{path} is empty (no header line)")
-    header = lines[0].split("\t")
-    missing = [c for c in columns if c not in header]
-    check(not missing, f"{path} is not a smoothcert results file of this kind (missing columns: {', '.join(missing)})")
-    check(text.endswith("\n"), f"{path} line {len(lines)}: the last row is cut off (an interrupted run?); finish "
-                               "the run (run the same command again) or delete that line")
-    rows = []
-    for line, content in enumerate(lines[1:-1], start=2):
-        cells = content.split("\t")
-        check(len(cells) == len(header), f"{path} line {line}: {len(cells)} fields where the header has {len(header)}")
-        rows.append((line, dict(zip(header, cells))))
+    """Every row of a results file with its line number, read a line at a time (a refusal at line 14 reads no
+    further) and no line longer than MAX_LINE. For reading a finished file (recertify) a cut-off last line is
+    refused, naming the line; `resuming` a run, it is left out (an interrupted write, cut off and recomputed when
+    the run writes again). A row with missing or extra fields, or a missing column, is refused. Windows line ends
+    (CRLF) read the same."""
+    with open(path, "rb") as f:
+        lines = _lines(f, path)
+        first = next(lines, None)
+        if first is not None and resuming and not first[2]:
+            first = None                                    # a half-written header: nothing written yet
+        check(first is not None and first[1].strip() != "", f"{path} is empty (no header line)")
+        header = first[1].split("\t")
+        missing = [c for c in columns if c not in header]
+        check(not missing, f"{path} is not a smoothcert results file of this kind (missing columns: "
+                           f"{', '.join(missing)})")
+        check(first[2], _cut_off(path, 1))
+        rows = []
+        for line, content, complete in lines:
+            if not complete:
+                check(resuming, _cut_off(path, line))
+                break
+            cells = content.split("\t")
+            check(len(cells) == len(header), f"{path} line {line}: {len(cells)} fields where the header has "
+                                             f"{len(header)}")
+            rows.append((line, dict(zip(header, cells))))
     return rows
+
+
+def _cut_off(path: str, line: int) -> str:
+    return (f"{path} line {line}: the last row is cut off (an interrupted run?); finish the run (run the same command "
+            "again) or delete that line")
+
+
+def _lines(f, path: str) -> Iterator[tuple[int, str, bool]]:
+    """(line number, text without its line end, whether it ended in a newline) for each line of binary file f."""
+    number = 0
+    while True:
+        raw = f.readline(MAX_LINE + 2)
+        if not raw:
+            return
+        number += 1
+        complete = raw.endswith(b"\n")
+        body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if complete else raw
+        check(len(body) <= MAX_LINE and (complete or len(raw) < MAX_LINE + 2),
+              f"{path} line {number} is longer than {MAX_LINE >> 20} MiB, which no results row is (dense counts of "
+              "100,000 classes take under 6 MB); it is not read further")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SmoothcertError(f"{path} holds binary data, not a results file") from None
+        yield number, text, complete
 
 
 def parse_int(text: str, where: str, what: str, low: int = 0, high: int = MAX_COUNT) -> int:
@@ -59,6 +88,7 @@ def parse_int(text: str, where: str, what: str, low: int = 0, high: int = MAX_CO
 def parse_scores(text: str, num_classes: int, values: int, where: str, what: str) -> list[np.ndarray]:
     """The `values` per-class float arrays of encode_scores, every class once, every value finite (nothing
     num_classes long is allocated before every class is there)."""
+    check(text.count(",") <= num_classes, f"{where}: {what} lists more than the row's {num_classes} classes")
     scores: dict[int, list[float]] = {}
     for item in filter(None, text.split(",")):
         parts = item.split(":")
@@ -114,6 +144,7 @@ def in_chunks(items: Sequence, num_classes: int) -> Iterator[Sequence]:
 def parse_counts(text: str, num_classes: int, total: int, where: str, what: str) -> Counts:
     """Sparse counts 'class:count,...' checked: classes in range and given once, counts >= 1, summing (exactly,
     in Python integers) to `total`."""
+    check(text.count(",") <= num_classes, f"{where}: {what} lists more than the row's {num_classes} classes")
     counts: dict[int, int] = {}
     for item in filter(None, text.split(",")):
         c, sep, k = item.partition(":")

@@ -1,10 +1,13 @@
 """Writing results files: rows appended and flushed one at a time (`ResultsWriter`), or a whole file at once,
 atomically (`write_all`, for re-certification).
 
-Running the same command again resumes: a half-written last line (an interrupted write) is cut off, rows
+Running the same command again resumes: a half-written last row (an interrupted write) is cut off, rows
 already there are checked (every field, as recertify checks them), kept and skipped, and rows made with other
 settings, data or model, or corrupted, are refused (naming the line) rather than mixed in. The file is created
-only when its first row is ready, so a run that fails its checks leaves no file behind. A run holds an exclusive
+only when its first row is ready, so a run that fails its checks leaves no file behind, and it is created with its
+header in one step (written to a temporary file, then linked in place), so no crash leaves a half header: an
+existing file whose first line is not a complete header is not one smoothcert wrote, and is refused, never
+changed (an empty file is taken as new: it holds nothing to lose). A run holds an exclusive
 lock on its results file for its whole life (lock.py), so two runs can never write one file.
 """
 from __future__ import annotations
@@ -36,7 +39,8 @@ class ResultsWriter:
         check_output_path(path)
         self._lock = FileLock(path).acquire()     # held until close(): no second run can write this file
         try:
-            if os.path.exists(path) and os.path.getsize(path) > 0:
+            self._resuming = os.path.exists(path) and os.path.getsize(path) > 0
+            if self._resuming:
                 self._load_existing(labels or {})
         except BaseException:
             self._lock.release()
@@ -50,8 +54,10 @@ class ResultsWriter:
         except UnicodeDecodeError:
             raise SmoothcertError(f"{self.path} exists and holds binary data, not a results file (is it a model or "
                                   "data file?); choose another --out") from None
-        if not first.endswith("\n") and "\t".join(self.columns).startswith(first):
-            return                     # only a half-written header: an interrupted start, treated as empty
+        if not first.endswith("\n"):
+            raise SmoothcertError(f"{self.path} exists and its first line is not a complete results header (smoothcert "
+                                  "creates a results file with its whole header at once), so it is left as it is; "
+                                  "choose another --out")
         header = first.rstrip("\r\n").split("\t")
         if tuple(header) != self.columns:
             kind = "results file made by another command or another smoothcert version" if "idx" in header \
@@ -82,15 +88,21 @@ class ResultsWriter:
         self.done.add(int(row["idx"]))
 
     def _open(self) -> None:
-        if os.path.exists(self.path):  # cut a half-written last line (or header) left by an interrupted run
+        header = ("\t".join(self.columns) + "\n").encode()
+        if not self._resuming:
+            if os.path.isfile(self.path) and os.path.getsize(self.path) == 0:   # a user's empty file (mktemp)
+                with open(self.path, "ab") as f:
+                    f.write(header)
+            else:
+                _create(self.path, header)             # refused if a file appeared since the run started
+        else:                                          # its header was checked: cut a half-written last row
             with open(self.path, "rb+") as f:
-                data = f.read()
-                if not data.endswith(b"\n"):
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.seek(0)
+                    data = f.read()
                     f.truncate(data.rfind(b"\n") + 1)
-        exists = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         self._file = open(self.path, "a", newline="")
-        if not exists:
-            self._file.write("\t".join(self.columns) + "\n")
 
     def close(self) -> None:
         if self._file is not None:
@@ -103,6 +115,30 @@ class ResultsWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _create(path: str, header: bytes) -> None:
+    """Create `path` holding `header`, in one step: never a half header, never over a file that appeared."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    f = open(tmp, "xb")                           # created here (O_EXCL): never a file or link already there
+    try:
+        with f:
+            f.write(header)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)                    # fails if path exists: nothing is replaced
+        except FileExistsError:
+            raise
+        except OSError:                           # a file system without hard links: created exclusively, one write
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with open(fd, "wb") as out:
+                out.write(header)
+    except FileExistsError:
+        raise SmoothcertError(f"{path} was created by something else while this run started; choose another "
+                              "--out") from None
+    finally:
+        os.unlink(tmp)                            # ours
 
 
 def write_all(path: str, columns: tuple[str, ...], rows: Iterable[Mapping[str, object]]) -> None:

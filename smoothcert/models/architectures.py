@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import SmoothcertError, check
 
+MAX_CLASSES = 100_000            # a label (or a weights file) beyond this is an error, not a 10^9-output layer to allocate
 
 class Normalize(nn.Module):
     """(x - mean) / std per channel, as the model's first layer."""
@@ -75,4 +76,7 @@ def build(arch: str, **kwargs) -> nn.Module:
     """A fresh built-in architecture by name."""
     if arch not in ARCHITECTURES:
         raise SmoothcertError(f"unknown architecture {arch!r} (built in: {', '.join(ARCHITECTURES)})")
+    classes = kwargs.get("num_classes", 1)
+    check(not isinstance(classes, int) or classes <= MAX_CLASSES,
+          f"{arch} with {classes:,} classes: the built-in architectures take at most {MAX_CLASSES:,}")
     return ARCHITECTURES[arch](**kwargs)

@@ -4,7 +4,8 @@ architecture with a state dict), saving one (`save_model`), telling models apart
 Model specs accepted by `load_model`:
     model.pt2                       a `torch.export` program (the current PyTorch format), checked and loaded by
                                     smoothcert.models.pt2guard
-    model.pt                        a TorchScript file (torch.jit is deprecated, but old files still load)
+    model.pt                        a TorchScript file, with trust=True only (torch.jit is deprecated, and such a
+                                    file runs its own code when loaded and run)
     package.module:factory          a callable returning an nn.Module, with --weights state_dict.pt
     digits-cnn | cifar-resnet20     a built-in architecture, with --weights state_dict.pt
 """
@@ -12,19 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import os
 import pickle
 import sys
 import warnings
+import zipfile
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ..errors import SmoothcertError, check, first_line
+from . import pt2zip
 from .architectures import ARCHITECTURES, build
 from .pt2guard import load_program, unpickling_reason
 
+MAX_STATIC_BATCH = 65_536        # a program exported with a larger fixed batch is refused: every chunk is padded to it
 
 
 def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bool = False,
@@ -35,8 +40,8 @@ def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bo
         spec: model.pt2, model.pt, package.module:factory or a built-in architecture name.
         weights: a state dict file, for a factory or an architecture.
         device: where the model goes.
-        trust: let torch load a .pt2 unchecked (its pickles and program can run code; see smoothcert.models.pt2check);
-            the archive's size bounds (smoothcert.models.pt2zip) hold regardless.
+        trust: let torch load a .pt2 unchecked (its pickles and program can run code; see smoothcert.models.pt2check;
+            the archive's size bounds, smoothcert.models.pt2zip, hold regardless), or load a TorchScript file at all.
         arch_kwargs: passed to a built-in architecture (num_classes is read from the weights when they have it).
     """
     is_file = spec.endswith(".pt2") or not (spec in ARCHITECTURES or ":" in spec) or os.path.exists(spec)
@@ -53,7 +58,7 @@ def load_model(spec: str, weights: str | None = None, device="cpu", *, trust: bo
             model = _from_factory(spec)
         _fit_weights(model, state, weights)
     else:
-        model = _load_torchscript(spec)
+        model = _load_torchscript(spec, trust)
     return eval_mode(model.to(device))
 
 
@@ -108,8 +113,13 @@ def _load_exported(path: str, trust: bool = False) -> nn.Module:
         data = f.read()                           # read once: what is checked is what is loaded
     check(len(data) > 0, f"model file {path} is empty")
     program = load_program(path, data, trust)
-    module = program.module()
     batch = _static_batch(program)
+    if batch is not None and batch > MAX_STATIC_BATCH:
+        raise SmoothcertError(f"{path} was exported with a fixed batch size of {batch:,}, over the "
+                              f"{MAX_STATIC_BATCH:,} smoothcert pads every chunk of inputs to; export with a dynamic "
+                              "batch instead: torch.export.export(model, (x,), dynamic_shapes=({0: "
+                              "torch.export.Dim('batch')},))")
+    module = program.module()
     if batch is None:
         return module
     print(f"smoothcert: {path} was exported with a fixed batch size of {batch}: every forward pass runs in chunks "
@@ -147,8 +157,22 @@ class StaticBatch(nn.Module):
         return torch.cat(outs)
 
 
-def _load_torchscript(path: str) -> nn.Module:
+def _load_torchscript(path: str, trust: bool) -> nn.Module:
+    """A TorchScript file, only if trusted: its pickled constants run code (__setstate__) when torch.jit.load reads
+    them, and its compiled code may call any TorchScript builtin (file-creating ops among them) when run."""
     _check_file(path, "model")
+    if not trust:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                scripted = any("/code/" in f"/{name}" for name in zf.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            scripted = False
+        check(not scripted, f"{path} is a TorchScript file (torch.jit, deprecated in torch 2.13), which runs its own "
+                            "code when loaded and run, so it is refused: pass --trust-model only if you trust its "
+                            "source, or save the model once as a torch.export program from its Python code "
+                            "(smoothcert.models.save_model(model, 'model.pt2', example_input))")
+        raise SmoothcertError(f"cannot load {path}: it is neither a torch.export program (.pt2) nor a TorchScript "
+                              "file; a state dict needs --model ARCH_OR_FACTORY --weights FILE")
     with warnings.catch_warnings():  # torch.jit is deprecated in 2.13; the file is still the user's model
         warnings.simplefilter("ignore")
         try:
@@ -197,21 +221,34 @@ def _call_factory(spec: str, module_name: str, attr: str) -> nn.Module:
 
 
 def read_state_dict(path: str) -> dict:
-    """A plain state dict (name -> tensor), read with weights_only=True (no code runs)."""
+    """A plain state dict (name -> tensor), read with weights_only=True (no code runs), from a torch.save zip
+    archive whose entries inflate within pt2zip's bound, with no tensor declaring more elements than its storage
+    holds (a stride-0 view of one float declaring 20,000,000 x 64 would build a 5 GB layer)."""
     _check_file(path, "weights")
+    with open(path, "rb") as f:
+        data = f.read()                           # read once: what is bounded is what is loaded
     try:
+        pt2zip.bound(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pt2zip.TooLarge as exc:
+        raise SmoothcertError(f"weights {path} are refused: {exc}") from None
     except Exception as exc:
         why = (f"it holds pickled objects beyond tensors ({unpickling_reason(exc)}: a whole pickled model?); save "
                "only the weights with torch.save(model.state_dict(), path)") if isinstance(exc, pickle.UnpicklingError) \
             else first_line(exc)
         raise SmoothcertError(f"cannot read weights {path} as a plain state dict: {why}") from None
+    del data
     if not (isinstance(state, Mapping) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
         found = f"keys {', '.join(map(str, list(state)[:4]))}" if isinstance(state, Mapping) else type(state).__name__
         raise SmoothcertError(f"weights file {path} is not a plain state dict of tensors (found {found}); "
                               "save it with torch.save(model.state_dict(), path)")
+    for name, t in state.items():
+        check(t.numel() * t.element_size() <= t.untyped_storage().nbytes(),
+              f"weights {path}: tensor {str(name)[:80]} declares {t.numel():,} elements of shape {tuple(t.shape)} over "
+              f"a storage of {t.untyped_storage().nbytes():,} bytes (a view that repeats its values), which a saved "
+              "state dict never holds")
     return dict(state)
 
 

@@ -16,11 +16,14 @@ Bounds (they hold with --trust-model too: a trusted file can still be a truncate
   - all entries together inflate to at most INFLATION (8) times the file's size plus 1 MiB (torch.export.save
     stores them uncompressed: 1 time), read from the central directory before anything is inflated and verified
     while inflating;
-  - an entry torch reads whole as text (under models/ or extra/, or named *.json) holds at most TEXT_CAP (32 MiB;
-    ResNet-110's program is 0.8 MB);
+  - an entry torch reads whole as text (under models/ or extra/, or named *.json) holds at most TEXT_CAP (16 MiB;
+    ResNet-110's program is 0.8 MB), and one it parses as JSON (all but extra/) at most one object or array per
+    JSON_BYTES_PER_CONTAINER (8) bytes plus 4096 (ResNet-110's program: one per 38 bytes; 11M empty dicts in 32 MiB
+    took 1.2 GB to parse);
   - a torch.save archive inside it (the sample inputs, *.pt), which torch.load reads with the same reader, must
     pass the same checks with every entry stored, so it cannot inflate either.
 Sizes of tensors declared inside the JSON are checked against these entries by smoothcert.models.pt2check.
+A state dict file (torch.save, read by torch.load with the same reader) is held to the same total by `bound`.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ from ..errors import SmoothcertError, first_line
 
 INFLATION = 8
 SLACK = 1 << 20
-TEXT_CAP = 32 << 20
+TEXT_CAP = 16 << 20
+JSON_BYTES_PER_CONTAINER, JSON_SLACK = 8, 4096
 _SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
 _CHUNK = 1 << 20                                  # bytes inflated at a time
 
@@ -54,6 +58,38 @@ def is_text(name: str) -> bool:
     return name.startswith(("models/", "extra/")) or name.lower().endswith(".json")
 
 
+def bound(data: bytes) -> None:
+    """Raise Unreadable unless `data` is a zip archive whose directory torch's reader takes as Python's zipfile does,
+    or TooLarge if its entries declare more than INFLATION times its size plus SLACK bytes in all: what torch's
+    reader allocates for an entry is its declared size, read here before anything is inflated."""
+    cd_offset, count = _directory(data)
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as exc:
+        raise Unreadable(f"not a zip archive ({first_line(exc)})") from None
+    infos = zf.infolist()
+    if zf.start_dir != cd_offset or len(infos) != count:
+        raise Unreadable("its zip directory is not where and what its end record says (data prepended or hidden)")
+    _cap_total(infos, len(data))
+    try:
+        reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+        root = infos[0].filename.split("/")[0] if infos else ""
+        sizes = {i.filename[len(root) + 1:]: i.file_size for i in infos}
+        torch_sizes = {name: reader.get_record_size(name) for name in reader.get_all_records()}
+    except Exception as exc:
+        raise Unreadable(f"torch's reader cannot read it: {first_line(exc)[:200]}") from None
+    if torch_sizes != sizes:
+        raise Unreadable("torch's reader lists other entries or sizes than Python's zipfile")
+
+
+def _cap_total(infos: list, size: int) -> None:
+    cap = INFLATION * size + SLACK
+    total = sum(i.file_size for i in infos)
+    if total > cap:
+        raise TooLarge(f"its entries inflate to {total:,} bytes, over the {cap:,} allowed for a {size:,}-byte "
+                       f"file ({INFLATION} times its size plus 1 MiB)")
+
+
 class Archive:
     """The entries of a checked archive, by their names as torch's reader sees them (without the root folder)."""
 
@@ -61,11 +97,7 @@ class Archive:
         self.sizes, self.text = {}, {}
         infos = _open(data, nested)
         self.root = infos[0].filename.split("/")[0]
-        cap = INFLATION * len(data) + SLACK
-        total = sum(i.file_size for i in infos)
-        if total > cap:
-            raise TooLarge(f"its entries inflate to {total:,} bytes, over the {cap:,} allowed for a {len(data):,}-byte "
-                           f"file ({INFLATION} times its size plus 1 MiB)")
+        _cap_total(infos, len(data))
         for info in infos:
             name = info.filename[len(self.root) + 1:]
             if is_text(name) and info.file_size > TEXT_CAP:
@@ -79,6 +111,11 @@ class Archive:
                 Archive(body, nested=True)                 # torch.load reads it with the same reader
             if is_text(name):
                 self.text[name] = body
+                containers = body.count(b"{") + body.count(b"[")
+                if not name.startswith("extra/") and containers > len(body) // JSON_BYTES_PER_CONTAINER + JSON_SLACK:
+                    raise TooLarge(f"its entry {name} holds {containers:,} JSON objects and arrays in {len(body):,} "
+                                   f"bytes, more than one per {JSON_BYTES_PER_CONTAINER} bytes (torch's parse of it "
+                                   "would take gigabytes)")
         self._same_as_torch(data, infos)
 
     def _same_as_torch(self, data: bytes, infos: list) -> None:
