@@ -68,7 +68,7 @@ def cmd_train_denoiser(args) -> None:
                                             f"on denoised noisy train {e.train_accuracy:.3f}  ({e.seconds:.1f}s)",
                                             flush=True))
     save_model(denoiser, args.out, data.x[:2])
-    composed = Denoised(classifier, denoiser).eval()
+    composed = Denoised(classifier, denoiser.to(device)).eval()      # save_model moved it to the CPU
     print(f"saved {args.out}; on {data.name} under noise: classifier alone "
           f"{accuracy(classifier, data.x, data.y, noise, args.seed):.3f}, behind the denoiser "
           f"{accuracy(composed, data.x, data.y, noise, args.seed):.3f}")
