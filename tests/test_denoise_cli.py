@@ -2,7 +2,6 @@
 that builds a Smooth (the model column covers classifier and denoiser; resuming with another is refused), Ray workers
 building the same composition, --batch auto / --compile / --amp on the composition, train-denoiser, train --clean,
 and each bad input in one line with exit 2."""
-import os
 
 import pytest
 import torch
@@ -237,24 +236,32 @@ def test_bad_diffusion_folders_are_one_line_and_exit_2(tmp_path, model_pt2, npz_
 
 
 # -- Ray: the workers build the same composition --------------------------------------------------------------------
-def test_a_ray_run_with_a_denoiser_writes_the_file_of_a_local_run(tmp_path, model_pt2, npz_data, denoiser_files,
-                                                                  ddpm_dir, monkeypatch, capsys):
+@pytest.fixture
+def ray_cluster(monkeypatch, tmp_path):
     import logging
     ray = pytest.importorskip("ray")
-    _, weights, _, _ = denoiser_files
-    folder, _, _ = ddpm_dir
     monkeypatch.chdir(tmp_path)                    # relative paths: the workers get them absolute
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    try:
-        for name, flags in (("dncnn", ["--denoiser", "dncnn", "--denoiser-weights", os.path.basename(weights)]),
-                            ("diffusion", ["--denoiser", "diffusion:ddpm", "--diffusion-range", "0,1"])):
-            local, remote = f"{name}_local.tsv", f"{name}_ray.tsv"
-            assert main(certify_args(model_pt2, npz_data, local, *flags)) == 0
-            assert main(certify_args(model_pt2, npz_data, remote, *flags, "--ray", "--workers", "2")) == 0
-            assert without_time(tmp_path / remote) == without_time(tmp_path / local), name
-            assert len(rows(tmp_path / remote)) == 12
-    finally:
-        ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+def ray_and_local(tmp_path, model_pt2, npz_data, flags):
+    assert main(certify_args(model_pt2, npz_data, "local.tsv", *flags)) == 0
+    assert main(certify_args(model_pt2, npz_data, "ray.tsv", *flags, "--ray", "--workers", "2")) == 0
+    assert without_time(tmp_path / "ray.tsv") == without_time(tmp_path / "local.tsv")
+    assert len(rows(tmp_path / "ray.tsv")) == 12 and len(models(tmp_path / "ray.tsv")) == 1
+
+
+def test_a_ray_run_with_a_denoiser_writes_the_file_of_a_local_run(tmp_path, model_pt2, npz_data, denoiser_files,
+                                                                  ray_cluster):
+    ray_and_local(tmp_path, model_pt2, npz_data, ["--denoiser", "dncnn", "--denoiser-weights", "d.pt"])
+
+
+@pytest.mark.slow
+def test_a_ray_run_with_a_diffusion_denoiser_writes_the_file_of_a_local_run(tmp_path, model_pt2, npz_data, ddpm_dir,
+                                                                            ray_cluster):
+    ray_and_local(tmp_path, model_pt2, npz_data, ["--denoiser", "diffusion:ddpm", "--diffusion-range", "0,1"])
 
 
 # -- train-denoiser and train --clean --------------------------------------------------------------------------------
