@@ -43,10 +43,16 @@ class Smooth:
         compile: run the forward passes through torch.compile(model). The compiled model is the base classifier
             that gets certified; once per input shape its predictions are compared with the eager model's on
             noisy samples of the first inputs (`compile_checks`; a disagreement warns).
+        denoiser: a module put in front of the model (denoised smoothing, smoothcert.denoise): the base classifier is
+            then `Denoised(model, denoiser)`, model(denoiser(x + noise)), and `model`, the fingerprint, amp,
+            compile and the batch-size choice are the composition's.
     """
 
     def __init__(self, model: torch.nn.Module, noise, num_classes: int | None = None, device=None,
-                 amp: bool | str | None = None, compile: bool = False):
+                 amp: bool | str | None = None, compile: bool = False, denoiser: torch.nn.Module | None = None):
+        if denoiser is not None:       # Salman et al. 2020, §3: the composition is the base classifier
+            from .denoise import Denoised
+            model = Denoised(model, denoiser)
         check(callable(model), f"model must be a torch.nn.Module (or a callable on batches), got {type(model).__name__}")
         check(callable(getattr(noise, "sample", None)) and callable(getattr(noise, "radius", None)),
               f"noise must be a smoothcert noise such as Gaussian(sigma), got {type(noise).__name__}")

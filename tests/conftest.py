@@ -1,5 +1,6 @@
 """Shared fixtures: small models whose smoothed behaviour is known exactly, data, and CLI helpers."""
 import csv
+import socket
 
 import numpy as np
 import pytest
@@ -114,3 +115,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test (loading a diffusers folder must stay local)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

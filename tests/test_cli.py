@@ -113,6 +113,8 @@ def test_demo_runs_end_to_end_and_learns(tmp_path, capsys):
     assert "ACR" in text and os.path.exists(tmp_path / "certified_accuracy_l2.png")
     assert "the runs at n = 100, 200 came from one nested pass" in text and "early stopping at r0 = 0.25" in text
     assert os.path.exists(tmp_path / "certified_accuracy_l1.png")
+    assert os.path.exists(tmp_path / "denoised.png") and "clean CNN behind DnCNN (stability)" in text
+    assert "certified accuracy at sigma=0.25, n=200 on all 450 test images" in text
     certified = [p for p in outputs if not os.path.basename(p).startswith("confidence")]   # no certificate column
     assert len(certified) == len(outputs) - 1
     assert {r["certificate"] for path in certified for r in rows(path)} >= {

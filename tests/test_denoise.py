@@ -4,7 +4,6 @@ folder without any network, and the composition's certificate against its exact 
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -331,16 +330,6 @@ def test_the_fingerprint_of_a_diffusion_denoiser_covers_its_timestep_and_setting
 
 
 # -- a real (tiny) diffusers model, saved and loaded back with no network -----------------------------------------
-@pytest.fixture
-def no_network(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
-
 def tiny_ddpm():
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)

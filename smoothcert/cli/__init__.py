@@ -1,7 +1,8 @@
 """The `smoothcert` command line: argument parsing and one-line errors over the Python API, nothing else.
 
 parser.py holds every command's arguments; runs.py the commands that write results files (certify, predict,
-confidence, recertify); analyze.py those that read them (analyze, plan); tools.py train, bench-latency and demo."""
+confidence, recertify); analyze.py those that read them (analyze, plan); tools.py train, bench-latency and demo;
+denoise.py --denoiser (loaded for every command that builds a Smooth) and train-denoiser."""
 from __future__ import annotations
 
 import sys
@@ -9,6 +10,7 @@ import sys
 from ..device import tune_allocator
 from ..errors import SmoothcertError
 from .analyze import cmd_analyze, cmd_plan
+from .denoise import cmd_train_denoiser
 from .parser import build_parser
 from .runs import cmd_certify, cmd_confidence, cmd_predict, cmd_recertify
 from .tools import cmd_bench_latency, cmd_demo, cmd_train
@@ -17,7 +19,7 @@ __all__ = ["COMMANDS", "build_parser", "main", "tune_allocator"]
 
 COMMANDS = {"certify": cmd_certify, "predict": cmd_predict, "train": cmd_train, "recertify": cmd_recertify,
             "analyze": cmd_analyze, "demo": cmd_demo, "bench-latency": cmd_bench_latency,
-            "confidence": cmd_confidence, "plan": cmd_plan}
+            "confidence": cmd_confidence, "plan": cmd_plan, "train-denoiser": cmd_train_denoiser}
 
 
 def main(argv: list[str] | None = None) -> int:

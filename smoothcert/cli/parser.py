@@ -123,6 +123,50 @@ def _certificate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--norm", default=None, choices=("l2", "l1"), help="norm of the radius (default: the certificate's)")
 
 
+def _diffusion_range(text: str) -> tuple[float, float]:
+    """--diffusion-range lo,hi: two finite numbers, lo < hi."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be two numbers lo,hi such as 0,1 or -1,1, got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise argparse.ArgumentTypeError(f"must be two finite numbers lo,hi with lo < hi, got {text!r}")
+    return lo, hi
+
+
+def _denoiser_args(p: argparse.ArgumentParser) -> None:
+    """A denoiser in front of --model (denoised smoothing): the base classifier is model(denoiser(x + noise))."""
+    g = p.add_argument_group("denoised smoothing (the certificate is the composition's: soundness is unchanged)")
+    g.add_argument("--denoiser", metavar="SPEC",
+                   help="put a denoiser in front of --model: dncnn (the built-in DnCNN, with --denoiser-weights; its "
+                        "size is read from them), denoiser.pt2 (e.g. from train-denoiser), package.module:factory "
+                        "(with --denoiser-weights), or diffusion:DIR (a local diffusers folder holding a UNet2DModel "
+                        "and its scheduler, one-step denoising at the timestep matching --sigma; nothing is "
+                        "downloaded). --trust-model applies to this file too. The results' model column covers both")
+    g.add_argument("--denoiser-weights", metavar="W", help="state dict for a --denoiser architecture or factory")
+    g.add_argument("--diffusion-range", type=_diffusion_range, metavar="LO,HI",
+                   help="the data range the diffusion model was trained on: -1,1 (the default: diffusers' DDPM "
+                        "models, e.g. google/ddpm-cifar10-32) or 0,1; inputs in [0, 1] are mapped to it and back")
+
+
+def _train_denoiser_args(sub) -> None:
+    p = sub.add_parser("train-denoiser", help="train a denoiser for a frozen classifier (denoised smoothing)")
+    _common_model_args(p, train=True)
+    p.add_argument("--classifier", required=True, help="the frozen classifier: any model spec, as certify --model")
+    p.add_argument("--weights", help="state dict for a --classifier factory or architecture")
+    p.add_argument("--trust-model", action="store_true", help="as for certify (applies to --classifier)")
+    p.add_argument("--objective", default="mse", choices=("mse", "stability", "mse+stability"),
+                   help="mse: E||D(x+d) - x||^2; stability: cross-entropy of the classifier on D(x+d) against its "
+                        "own clean predictions; mse+stability: MSE for half the epochs, then stability (Salman et "
+                        "al. 2020; default mse)")
+    p.add_argument("--arch", default="dncnn", help="built-in denoiser architecture (default dncnn)")
+    p.add_argument("--depth", type=_bounded(int, 2), default=5, help="DnCNN layers (default 5; 17 for CIFAR-10)")
+    p.add_argument("--width", type=_bounded(int, 1), default=16, help="DnCNN channels (default 16; 64 for CIFAR-10)")
+    p.add_argument("--epochs", type=COUNT, default=30, help="passes over the training data (default 30)")
+    p.add_argument("--lr", type=POSITIVE, default=1e-3, help="Adam learning rate, cosine-annealed to 0 (default 0.001)")
+    p.add_argument("--out", required=True, help="denoiser file: .pt2 (torch.export) or any other suffix (state dict)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="smoothcert", description="Certified robustness by randomized smoothing.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("certify", help="certify inputs (Cohen et al. CERTIFY) into a results TSV")
     _common_model_args(p)
     _selection_args(p)
+    _denoiser_args(p)
     p.add_argument("--n0", type=COUNT, default=100, help="selection samples (default 100; 0 only with --certificate "
                                                         "single-stage)")
     p.add_argument("--n", default=None,
@@ -158,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict with abstention (Cohen et al. PREDICT) into a results TSV")
     _common_model_args(p)
     _selection_args(p)
+    _denoiser_args(p)
     p.add_argument("--n", type=COUNT, default=10_000, help="samples (default 10000)")
 
     p = sub.add_parser("bench-latency", help="the most noisy samples that certify one input within a time budget, "
@@ -167,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="as for certify")
     p.add_argument("--trust-model", action="store_true", help="as for certify")
     p.add_argument("--amp", nargs="?", const="fp16", choices=("fp16", "bf16"), help="as for certify")
+    _denoiser_args(p)
     p.add_argument("--budget-ms", type=POSITIVE, default=40.0, help="time budget for one input, ms (default 40)")
     p.add_argument("--n0", type=COUNT, default=100, help="selection samples, part of the budget (default 100)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")
@@ -195,11 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model file: .pt2 (torch.export) or any other suffix (state dict)")
     p.add_argument("--adv-step", type=NONNEGATIVE, default=0.0,
                    help="adversarial-noise training (Teng et al. Type 2): add adv_step * sign(grad) to the noisy input")
+    p.add_argument("--clean", action="store_true",
+                   help="train without noise (as --sigma 0): an ordinary classifier, for a denoiser to go in front of")
+
+    _train_denoiser_args(sub)
 
     p = sub.add_parser("confidence", help="certified confidence (Kumar et al. 2020): radii within which the expected "
                                           "score (or margin) of the predicted class stays above thresholds")
     _common_model_args(p)
     _selection_args(p)
+    _denoiser_args(p)
     p.add_argument("--n0", type=COUNT, default=100, help="selection samples, which choose the class (default 100)")
     p.add_argument("--n", type=COUNT, default=10_000, help="estimation samples (default 10000)")
     p.add_argument("--measure", choices=("score", "margin"), default="score",

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import SmoothcertError, check, check_alpha, check_count
+from .denoise import check_denoiser_args, load_cli_denoiser
 from .parser import noise_of, numbers
 
 def _indices(args, data):
@@ -30,6 +31,7 @@ def _smoothed(args):
 
     _check_ray(args)
     noise = noise_of(args)
+    check_denoiser_args(args)
     check_alpha(args.alpha)
     if args.batch is not None:
         check_count("--batch", args.batch)
@@ -39,7 +41,8 @@ def _smoothed(args):
     indices = _indices(args, data)
     model = load_model(args.model, args.weights, device, trust=args.trust_model, num_classes=data.num_classes,
                        in_channels=data.x.shape[1])
-    smoothed = Smooth(model, noise, device=device, amp=args.amp, compile=args.compile)
+    denoiser = load_cli_denoiser(args, device, data.x[:2])
+    smoothed = Smooth(model, noise, device=device, amp=args.amp, compile=args.compile, denoiser=denoiser)
     if args.compile:   # compile and compare now, before any output exists, and say so in one line
         import warnings
         first = data.x[list(indices)[:8]]
@@ -70,7 +73,8 @@ def _executor(args, smoothed, data):
         return
     from ..distributed import RayExecutor, Recipe
     recipe = Recipe.of(args.model, args.weights, smoothed, trust=args.trust_model, num_classes=data.num_classes,
-                       in_channels=data.x.shape[1])
+                       in_channels=data.x.shape[1], denoiser=args.denoiser, denoiser_weights=args.denoiser_weights,
+                       diffusion_range=args.diffusion_range)
     with RayExecutor(None if args.ray == "local" else args.ray, workers=args.workers, make_smooth=recipe,
                      num_gpus=int(smoothed.device.type == "cuda")) as executor:
         print(f"smoothcert: {executor.describe()}", file=sys.stderr)
@@ -83,7 +87,9 @@ def _check_out(args) -> None:
     check_output_path(args.out)
     if os.path.exists(args.out):
         data_path = args.data.partition(":")[2] if ":" in args.data else None
-        for what, path in (("model", args.model), ("weights", args.weights), ("data", data_path)):
+        denoiser = args.denoiser.removeprefix("diffusion:") if args.denoiser else None
+        for what, path in (("model", args.model), ("weights", args.weights), ("data", data_path),
+                           ("denoiser", denoiser), ("denoiser weights", args.denoiser_weights)):
             check(not (path and os.path.exists(path) and os.path.samefile(path, args.out)),
                   f"--out {args.out} is the {what} file; choose another file for the results")
 

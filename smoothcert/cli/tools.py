@@ -5,6 +5,7 @@ import os
 
 from ..errors import check, check_alpha, check_count
 from ..models.architectures import MAX_CLASSES as MAX_TRAIN_CLASSES
+from .denoise import check_denoiser_args, load_cli_denoiser
 from .parser import noise_of
 
 def cmd_bench_latency(args) -> None:
@@ -15,6 +16,7 @@ def cmd_bench_latency(args) -> None:
     from ..jobs import bench_latency
     from ..smooth import Smooth
     noise = noise_of(args)
+    check_denoiser_args(args)
     alpha = check_alpha(args.alpha)
     check_count("--n0", args.n0)
     run = planning.load_run(args.results) if args.results else None     # a bad file fails before any timing
@@ -26,7 +28,7 @@ def cmd_bench_latency(args) -> None:
     check(0 <= args.index < len(data), f"--index {args.index} is out of range (0..{len(data) - 1})")
     model = load_model(args.model, args.weights, device, trust=args.trust_model, num_classes=data.num_classes,
                        in_channels=data.x.shape[1])
-    smoothed = Smooth(model, noise, device=device, amp=args.amp)
+    smoothed = Smooth(model, noise, device=device, amp=args.amp, denoiser=load_cli_denoiser(args, device, data.x[:2]))
     table, n = bench_latency(smoothed, data.x[args.index], n0=args.n0, alpha=alpha, budget_ms=args.budget_ms,
                              repeats=args.repeats)
     print(f"one input on {device}: n0 = {args.n0} + n estimation samples, forward passes in one batch")
@@ -52,7 +54,7 @@ def cmd_train(args) -> None:
     from ..models import build, save_model
     from ..train import accuracy, train
 
-    noise = noise_of(args)
+    noise = _training_noise(args)
     check_count("--epochs", args.epochs)
     check_count("--batch", args.batch)
     device = resolve_device(args.device)
@@ -64,10 +66,21 @@ def cmd_train(args) -> None:
     model = build(args.arch, num_classes=data.num_classes, in_channels=data.x.shape[1]).to(device)
     train(model, data.x, data.y, noise, epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
           adversarial_step=args.adv_step,
-          on_epoch=lambda e: print(f"epoch {e.epoch:3d}  loss {e.loss:.4f}  noisy train acc {e.train_accuracy:.3f}"
-                                   f"  ({e.seconds:.1f}s)", flush=True))
+          on_epoch=lambda e: print(f"epoch {e.epoch:3d}  loss {e.loss:.4f}  {'clean' if noise is None else 'noisy'} "
+                                   f"train acc {e.train_accuracy:.3f}  ({e.seconds:.1f}s)", flush=True))
     save_model(model, args.out, data.x[:1])
-    print(f"saved {args.out}; noisy accuracy on {data.name}: {accuracy(model, data.x, data.y, noise, args.seed):.3f}")
+    print(f"saved {args.out}; {'clean' if noise is None else 'noisy'} accuracy on {data.name}: "
+          f"{accuracy(model, data.x, data.y, noise, args.seed):.3f}")
+
+
+def _training_noise(args):
+    """The noise `train` trains under; None for --clean or --sigma 0 (an ordinary classifier)."""
+    if not (args.clean or args.sigma == 0):
+        return noise_of(args)
+    check(args.sigma in (None, 0), f"--clean trains without noise: it does not go with --sigma {args.sigma}")
+    check(args.noise == "gaussian" and args.lam is None,
+          "--clean (or --sigma 0) trains without noise: leave out --noise and --lam")
+    return None
 
 
 def cmd_demo(args) -> None:

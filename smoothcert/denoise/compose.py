@@ -11,6 +11,7 @@ from ..models import eval_mode, load_model, read_state_dict
 from .dncnn import DENOISERS, build_denoiser, dncnn_config
 
 DIFFUSION_PREFIX = "diffusion:"
+DEFAULT_DIFFUSION_RANGE = (-1.0, 1.0)      # diffusers' DDPM models (e.g. google/ddpm-cifar10-32) see data in [-1, 1]
 
 
 def _shape_error(x_shape, out_shape) -> SmoothcertError:
@@ -67,7 +68,7 @@ def probe_denoiser(denoiser, x: torch.Tensor) -> None:
 
 
 def load_denoiser(spec: str, weights: str | None = None, device="cpu", *, trust: bool = False,
-                  sigma: float | None = None, diffusion_range=(-1.0, 1.0), **arch_kwargs) -> nn.Module:
+                  sigma: float | None = None, diffusion_range=None, **arch_kwargs) -> nn.Module:
     """Load a denoiser from a spec, in eval mode on `device`.
 
     Args:
@@ -78,7 +79,8 @@ def load_denoiser(spec: str, weights: str | None = None, device="cpu", *, trust:
         device: where it goes.
         trust: as for load_model (a .pt2 may unpickle arbitrary objects).
         sigma: the smoothing noise's standard deviation: needed by a diffusion denoiser (it picks its timestep).
-        diffusion_range: the data range the diffusion model was trained on ((-1, 1) for diffusers' DDPM models).
+        diffusion_range: the data range the diffusion model was trained on (default (-1, 1), as diffusers' DDPM
+            models).
         arch_kwargs: passed to a built-in architecture (override what the weights say).
     """
     check(isinstance(spec, str) and spec.strip() != "", f"a denoiser spec must be a non-empty string, got {spec!r}")
@@ -86,7 +88,8 @@ def load_denoiser(spec: str, weights: str | None = None, device="cpu", *, trust:
         from .diffusion import load_diffusion
         check(weights is None, "--denoiser-weights goes with a denoiser architecture or factory, not diffusion:DIR")
         check(sigma is not None, "a diffusion denoiser needs the smoothing sigma to pick its timestep")
-        return load_diffusion(spec[len(DIFFUSION_PREFIX):], sigma, diffusion_range, device=device)
+        return load_diffusion(spec[len(DIFFUSION_PREFIX):], sigma, diffusion_range or DEFAULT_DIFFUSION_RANGE,
+                              device=device)
     if spec in DENOISERS:
         check(weights is not None, f"--denoiser {spec} needs --denoiser-weights (a state dict file)")
         state = read_state_dict(weights)

@@ -29,6 +29,8 @@ class Recipe:
         num_classes: the driver's number of classes (checked again by the worker's probe).
         arch_kwargs: passed to a built-in architecture (num_classes, in_channels).
         path: folders put first on the worker's import path (the driver's working folder, for factories).
+        denoiser: a denoiser spec as for `denoise.load_denoiser` (None: no denoiser), in front of the model;
+            with denoiser_weights and diffusion_range (None: (-1, 1)); it is loaded with `trust` too.
     """
 
     model: str
@@ -41,24 +43,39 @@ class Recipe:
     arch_kwargs: dict = field(default_factory=dict)
     path: tuple[str, ...] = ()
     compile: bool = False
+    denoiser: str | None = None
+    denoiser_weights: str | None = None
+    diffusion_range: tuple[float, float] | None = None
 
     @classmethod
-    def of(cls, model: str, weights: str | None, smoothed: Smooth, *, trust: bool = False, **arch_kwargs) -> "Recipe":
-        """The recipe of a Smooth the driver loaded with `models.load_model(model, weights, ..., **arch_kwargs)`:
-        existing paths made absolute, a CUDA device mapped to the worker's own GPU."""
+    def of(cls, model: str, weights: str | None, smoothed: Smooth, *, trust: bool = False,
+           denoiser: str | None = None, denoiser_weights: str | None = None, diffusion_range=None,
+           **arch_kwargs) -> "Recipe":
+        """The recipe of a Smooth the driver loaded with `models.load_model(model, weights, ..., **arch_kwargs)`
+        (and `denoise.load_denoiser(denoiser, denoiser_weights, ...)` in front of it): existing paths made
+        absolute, a CUDA device mapped to the worker's own GPU."""
         def absolute(p):
+            if p is not None and p.startswith("diffusion:"):
+                return "diffusion:" + absolute(p.removeprefix("diffusion:"))
             return os.path.abspath(p) if p is not None and os.path.exists(p) else p
         device = "cuda" if smoothed.device.type == "cuda" else str(smoothed.device)
         return cls(absolute(model), smoothed.noise, absolute(weights), trust, device, smoothed.amp,
-                   smoothed.num_classes, dict(arch_kwargs), (os.getcwd(),), smoothed.compile)
+                   smoothed.num_classes, dict(arch_kwargs), (os.getcwd(),), smoothed.compile, absolute(denoiser),
+                   absolute(denoiser_weights), None if diffusion_range is None else tuple(diffusion_range))
 
     def __call__(self) -> Smooth:
         from ..models import load_model
         model = load_model(self.model, self.weights, self.device, trust=self.trust, **self.arch_kwargs)
+        denoiser = None
+        if self.denoiser is not None:            # as the driver's --denoiser (cli/denoise.py)
+            from ..denoise import load_denoiser
+            denoiser = load_denoiser(self.denoiser, self.denoiser_weights, self.device, trust=self.trust,
+                                     sigma=getattr(self.noise, "sigma", None),
+                                     diffusion_range=self.diffusion_range)
         with warnings.catch_warnings():          # the driver has said it once (amp on a CPU)
             warnings.simplefilter("ignore")
             return Smooth(model, self.noise, num_classes=self.num_classes, device=self.device, amp=self.amp,
-                          compile=self.compile)
+                          compile=self.compile, denoiser=denoiser)
 
 
 @dataclass(frozen=True)

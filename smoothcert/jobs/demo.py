@@ -3,8 +3,8 @@ train a small CNN under Gaussian noise at sigma = 0.25 and 0.5 and under Laplace
 sigma = 0.25, certify the whole test split, re-certify the stored counts with every other certificate, and print
 l2 and l1 certified-accuracy tables with the ACR, and plots; then sample efficiency: the sigma = 0.25 run at
 several n from one nested pass beside the predicted values, and early stopping at target radii; then soft
-scores: soft certificates against hard votes, and certified confidence (CDF against baseline). Running it
-again reuses the models and resumes."""
+scores: soft certificates against hard votes, and certified confidence (CDF against baseline); then denoised
+smoothing (demo_denoised.py). Running it again reuses the models and resumes."""
 from __future__ import annotations
 
 import os
@@ -25,6 +25,7 @@ from ..noises import Gaussian, Laplace
 from ..smooth import Smooth
 from ..train import accuracy, train
 from .datasets import certify_dataset, confidence_dataset, nested_paths
+from .demo_denoised import denoised_section
 from .recertification import recertify
 
 SIGMAS = (0.25, 0.5)
@@ -104,8 +105,11 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
                                     device, progress)
     scores = _soft_scores(out_dir, models[SIGMAS[0]], test_set, everyone, gaussian[0], n0, n, alpha, seed, device,
                           progress)
-    print(f"\nresults: {', '.join(l2 + l1 + efficiency + scores)}\ndone in {time.perf_counter() - t0:.0f}s")
-    return l2 + l1 + efficiency + scores
+    denoised = denoised_section(out_dir, train_set, test_set, everyone, dict(zip(nested, runs[0])), n0, n, alpha,
+                                epochs, seed, device, progress)
+    files = l2 + l1 + efficiency + scores + denoised
+    print(f"\nresults: {', '.join(files)}\ndone in {time.perf_counter() - t0:.0f}s")
+    return files
 
 
 def _soft_scores(out_dir, model, test_set, everyone, hard, n0, n, alpha, seed, device, progress):
