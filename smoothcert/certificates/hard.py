@@ -29,7 +29,7 @@ def _top(counts_selection, counts):
 def one_sided(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
     """Cohen et al. 2019, Alg. CERTIFY: one-sided Clopper-Pearson lower bound on P(A) at level alpha from the
     fresh counts; abstain below 1/2, else noise.radius(bound) (sigma Phi^-1(pA) for Gaussian noise,
-    -lam log 2(1 - pA) for Laplace noise, Teng et al. Thm 2)."""
+    -lam log 2(1 - pA) for Laplace noise, Teng et al. Thm 2; 2 lam (pA - 1/2) for uniform noise, Yang et al. 2020)."""
     _, counts, rows, c_a = _top(counts_selection, counts)
     p_a = np.atleast_1d(bounds.clopper_pearson_lower(counts[rows, c_a], counts.sum(axis=1), alpha))
     certified = p_a >= 0.5
@@ -59,7 +59,8 @@ def _two_sided(radius_of: Callable) -> Callable:
 
 
 def _margin(noise):
-    """Two-sided margin radius: Gaussian sigma/2 (Phi^-1(pA) - Phi^-1(pB)); Laplace Teng et al. Thm 1."""
+    """Two-sided margin radius: Gaussian sigma/2 (Phi^-1(pA) - Phi^-1(pB)); Laplace Teng et al. Thm 1; uniform
+    lam (pA - pB) (Uniform.margin_radius)."""
     return noise.margin_radius
 
 

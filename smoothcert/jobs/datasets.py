@@ -36,7 +36,7 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
     if target_radius is not None:
         check(n_max is not None and max_loss is None, "--target-radius goes with --n-max (and not --max-loss)")
         mode = f"target:r0={format_float(target_radius)}:futility={futility}@{format_float(futility_level)}"
-        name = "cohen" if smoothed.noise.name == "gaussian" else "teng-binary"
+        name = certificates.ONE_SIDED[smoothed.noise.name]
         check(certificate in (None, name), f"--target-radius certifies with the one-sided bound ({name}) under early "
                                            f"stopping, not {certificate}: leave --certificate out")
         job = Job("certify_target", (n0, target_radius, n_max, alpha, batch_size),

@@ -31,7 +31,7 @@ def certify_target(smooth, xs, n0, radius, n_max, alpha, batch_size, *, futility
     check_count("n0", n0)
     check_count("n_max", n_max)
     spec, norm = certificates.resolve(None, smooth.noise, norm)
-    one_sided = "cohen" if smooth.noise.name == "gaussian" else "teng-binary"
+    one_sided = certificates.ONE_SIDED[smooth.noise.name]
     schedule = UnionBound(alpha, n_max)
     p0 = target_probability(smooth.noise, radius, norm)
     seed, generator = run_seed(seed, generator)
