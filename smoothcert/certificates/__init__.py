@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import SmoothcertError, check, check_alpha
+from ..noises.norms import with_dims
 from .hard import best, exact_margin, lecuyer, margin, one_sided, single_stage
 from .verdict import ABSTAIN, Verdict, _as_counts, complete
 
@@ -67,13 +68,14 @@ def get(name: str | None, noise) -> Spec:
     return spec
 
 
-def resolve(name: str | None, noise, norm: str | None = None) -> tuple[Spec, str]:
+def resolve(name: str | None, noise, norm: str | None = None, dims: int | None = None) -> tuple[Spec, str]:
     """The certificate `name` for `noise` (see `get`) and the norm it reports: `norm`, or the certificate's
-    default, checked to be one the noise can certify."""
+    default, checked to be one the noise can certify; with `dims` (the inputs' number of coordinates) an l-inf
+    norm gets its dimension, 'linf' -> 'linf:d=dims' (noises/norms.py)."""
     spec = get(name, noise)
     norm = spec.norm[noise.name] if norm is None else norm
     noise._check_norm(norm)
-    return spec, norm
+    return spec, with_dims(norm, dims)
 
 
 def certify(name: str | None, counts_selection, counts, noise, alpha: float, norm: str | None = None) -> Verdict:

@@ -122,7 +122,9 @@ def _certificate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--certificate", default=None,
                    help=f"certificate (default: cohen for gaussian, teng for laplace, yang-margin for uniform); one of "
                         f"{names}")
-    p.add_argument("--norm", default=None, choices=("l2", "l1"), help="norm of the radius (default: the certificate's)")
+    p.add_argument("--norm", default=None, choices=("l2", "l1", "linf"),
+                   help="norm of the radius (default: the certificate's); linf (Gaussian noise): the l2 radius / "
+                        "sqrt(d), d the input's number of coordinates, stored in the norm column as linf:d=D")
 
 
 def build_parser() -> argparse.ArgumentParser:
