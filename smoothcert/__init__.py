@@ -2,10 +2,10 @@
 from .analysis import Summary, export_csv, export_dataframe, export_json, load_results, summarize
 from .certificates import ABSTAIN
 from .errors import SmoothcertError
-from .noises import Gaussian, Laplace
+from .noises import Gaussian, Laplace, Uniform
 from .modes.outcomes import Certificate, Prediction
 from .smooth import Smooth
 
 __all__ = ["ABSTAIN", "Certificate", "Gaussian", "Laplace", "Prediction", "Smooth", "SmoothcertError", "Summary",
-           "export_csv", "export_dataframe", "export_json", "load_results", "summarize"]
+           "Uniform", "export_csv", "export_dataframe", "export_json", "load_results", "summarize"]
 __version__ = "0.1.0"

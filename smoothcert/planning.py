@@ -270,7 +270,7 @@ def load_run(path: str) -> Run:
     name, scale, alpha, n, n0, certificate, norm, mode = first
     noise = make_noise(name, **{"sigma" if name == "gaussian" else "lam": scale})
     check(get(certificate, noise).fn is one_sided, f"{path}: certificate {certificate!r} is not the one-sided "
-          "Clopper-Pearson one whose radius planning predicts (cohen, teng-binary, gaussian-l1)")
+          "Clopper-Pearson one whose radius planning predicts (cohen, teng-binary, yang, gaussian-l1)")
     check(mode == "fixed", f"{path}: predictions need a fixed-n run (mode fixed)")
     p_hat, correct, radius = [], [], []
     for line, row, _, sel, est in checked:

@@ -114,7 +114,8 @@ class Smooth:
             index: the input's index in the stream derivation.
             generator: draw both stages from this one generator instead (not with seed).
             certificate: name of a certificate in `smoothcert.certificates` (default: the noise's own).
-            norm: the norm of the radius (default: the certificate's).
+            norm: the norm of the radius (default: the certificate's); 'linf' (Gaussian noise) reads the l2 radius as
+                an l-inf one, r_2 / sqrt(D) for inputs of D coordinates, reported as 'linf:d=D' (noises/norms.py).
         """
         xs = self._one(x, "certify_many")
         return next(self.certify_many(xs, n0, n, alpha, batch_size, seed=seed, indices=[index],

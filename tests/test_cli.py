@@ -118,7 +118,8 @@ def test_demo_runs_end_to_end_and_learns(tmp_path, capsys):
     certified = [p for p in outputs if not os.path.basename(p).startswith("confidence")]   # no certificate column
     assert len(certified) == len(outputs) - 1
     assert {r["certificate"] for path in certified for r in rows(path)} >= {
-        "cohen", "margin", "best", "teng", "teng-binary", "lecuyer", "gaussian-l1", "soft-bernstein"}
+        "cohen", "margin", "best", "teng", "teng-binary", "lecuyer", "gaussian-l1", "soft-bernstein", "yang-margin",
+        "yang"}
     again = run_demo(out_dir=str(tmp_path), n=200, epochs=15, progress=False)   # reuses models, resumes rows
     assert "reusing" in capsys.readouterr().out
     assert [without_time(p) for p in again] == [without_time(p) for p in outputs]

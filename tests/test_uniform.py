@@ -1,6 +1,6 @@
 """Uniform noise U[-lam, lam]^d for l1 (Yang et al. 2020; Lee et al. 2019): exact radii against independent
-computations, soundness through the engine on a ground truth with a known l1 radius (with negative controls),
-the sampler's law, and refusals.
+computations, soundness through the engine (the certificate table's yang and yang-margin) on a ground truth with a
+known l1 radius (with negative controls), the sampler's law, and refusals.
 
 Exact values come from two computations that do not use the radius formulas:
   * the threshold classifier f(x) = 1[x_1 > 0], whose smoothed probability at x_1 = m is P(m + U > 0)
@@ -120,19 +120,6 @@ def test_margin_radius_is_the_worst_case_over_every_classifier(p_a, p_b):
 
 
 # -- soundness through the engine (Smooth.certify_many) on the threshold classifier ----------------------------
-@pytest.fixture
-def uniform_table(monkeypatch):
-    """The certificate-table entries for uniform noise that the wiring round adds to smoothcert.certificates
-    (yang: one-sided; yang-margin: two-sided; the default is the wiring's choice), added here where still absent."""
-    if "yang" not in C.CERTIFICATES:
-        monkeypatch.setitem(C.CERTIFICATES, "yang", C.Spec("yang", C.one_sided, ("uniform",), {"uniform": "l1"},
-                                                           "uniform l1, 2 lam (pA - 1/2) (Yang et al. 2020)"))
-        monkeypatch.setitem(C.CERTIFICATES, "yang-margin", C.Spec("yang-margin", C.margin, ("uniform",),
-                                                                  {"uniform": "l1"}, "uniform l1, lam (pA - pB)"))
-    if "uniform" not in C.DEFAULT:
-        monkeypatch.setitem(C.DEFAULT, "uniform", "yang")
-
-
 def threshold_failures(p_a, n0, n, alpha, p, certificate="yang", lam=0.5, seed=0):
     """CERTIFY the threshold classifier p.reps times, each on its own streams, at x_1 = m where P(class 1) = p_a
     under U[-lam, lam] (m = 2 lam (p_a - 1/2), its exact l1 robust radius), and count the wrong certificates: a
@@ -160,19 +147,19 @@ def _near_tie_plan():
 
 @pytest.mark.parametrize("certificate", ["yang", "yang-margin"])
 @pytest.mark.parametrize("case", [NEAR_TIE, CLEAR], ids=["near-tie", "clear"])
-def test_uniform_certificates_are_sound_on_the_threshold_classifier(uniform_table, case, certificate):
+def test_uniform_certificates_are_sound_on_the_threshold_classifier(case, certificate):
     p = _near_tie_plan() if case == NEAR_TIE else plan(case[3])
     assert_sound(threshold_failures(*case, p, certificate=certificate, seed=3), p)
 
 
-def test_sound_harness_catches_the_bounds_at_twice_alpha(uniform_table, monkeypatch):
+def test_sound_harness_catches_the_bounds_at_twice_alpha(monkeypatch):
     p = _near_tie_plan()
     bounds_at_twice_alpha(monkeypatch)
     assert_caught(threshold_failures(*NEAR_TIE, p, seed=3), p)
 
 
 @pytest.mark.parametrize("certificate", ["yang", "yang-margin"])
-def test_sound_harness_catches_a_radius_twice_too_large(uniform_table, monkeypatch, certificate):
+def test_sound_harness_catches_a_radius_twice_too_large(monkeypatch, certificate):
     """The cube's side 2 lam taken for lam: 4 lam (pA - 1/2), or 2 lam (pA - pB)."""
     radius, margin = Uniform.radius, Uniform.margin_radius
     monkeypatch.setattr(Uniform, "radius", lambda self, p_a, norm="l1": 2 * radius(self, p_a, norm))
@@ -189,7 +176,7 @@ def _point_estimate(counts_selection, counts, noise, alpha, norm):
     return Verdict(np.where(ok, c, ABSTAIN), np.where(ok, noise.radius(p, norm), 0.0), p, p * np.nan)
 
 
-def test_sound_harness_catches_the_point_estimate(uniform_table, monkeypatch):
+def test_sound_harness_catches_the_point_estimate(monkeypatch):
     monkeypatch.setitem(C.CERTIFICATES, "point", C.Spec("point", _point_estimate, ("uniform",), {"uniform": "l1"},
                                                          "unsound"))
     p = plan(CLEAR[3])
@@ -198,7 +185,7 @@ def test_sound_harness_catches_the_point_estimate(uniform_table, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("p_a", [0.51, 0.75, 0.95, 0.999])
-def test_uniform_is_sound_on_the_threshold_classifier_many_repetitions(uniform_table, p_a):
+def test_uniform_is_sound_on_the_threshold_classifier_many_repetitions(p_a):
     alpha = 0.05
     p = plan(alpha, reps=40_000)
     fails = threshold_failures(p_a, 20, 200, alpha, p, lam=1.5, seed=11)
@@ -207,7 +194,7 @@ def test_uniform_is_sound_on_the_threshold_classifier_many_repetitions(uniform_t
         assert fails > 0.2 * alpha * p.reps
 
 
-def test_engine_certifies_under_uniform_noise_reproducibly(uniform_table):
+def test_engine_certifies_under_uniform_noise_reproducibly():
     smoothed = Smooth(Threshold(), Uniform(0.5))
     x = torch.tensor([0.3], dtype=torch.float64)          # pA = 0.8, exact l1 radius 0.3
     a, b = (smoothed.certify(x, 100, 20_000, 0.001, 5000, seed=7, certificate="yang") for _ in range(2))

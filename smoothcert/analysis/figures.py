@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import check
+from ..noises import norms
 from .metrics import certified_accuracy, check_certify
 from .reading import Results
 from .tables import display_names, output_target, write_atomic
@@ -34,10 +35,6 @@ def curve_colour(i: int) -> str:
     return colours[i % len(colours)]
 
 
-def _norm_label(norm: str | None) -> str:
-    if not norm:
-        return "radius"
-    return f"ℓ{'∞' if norm[1:] == 'inf' else norm[1:]} radius" if norm.startswith("l") else f"{norm} radius"
 
 
 def plot_figure(results_list: Sequence[Results], max_radius: float | None = None, title: str | None = None):
@@ -53,8 +50,9 @@ def plot_figure(results_list: Sequence[Results], max_radius: float | None = None
           "expected a non-empty list of Results (from load_results)")
     for res in results_list:
         check_certify(res, "plot")
-    norms = sorted({r.norm for r in results_list} - {None})
-    check(len(norms) <= 1, f"cannot overlay {' and '.join(norms)} radii on one axis; plot each norm separately")
+    names = sorted({r.norm for r in results_list} - {None})
+    check(len({norms.kind(name) for name in names}) <= 1, f"cannot overlay {' and '.join(names)} radii on one axis; "
+                                                          "plot each norm separately")
     top = max(float(res.radius.max()) for res in results_list)
     xmax = (top * 1.05 if top > 0 else 1.0) if max_radius is None else max_radius
     check(isinstance(xmax, (int, float)) and math.isfinite(xmax) and xmax > 0, f"bad max_radius {max_radius!r}")
@@ -66,8 +64,8 @@ def plot_figure(results_list: Sequence[Results], max_radius: float | None = None
         # the curve is left-continuous (drops just after each radius); 'pre' steps draw it exactly on this grid
         ax.step(grid, certified_accuracy(res, grid), where="pre", label=name, color=curve_colour(i),
                 linestyle=LINE_STYLES[i % len(LINE_STYLES)], linewidth=1.6)
-    ax.set(xlim=(0, xmax), ylim=(0, 1), xlabel=_norm_label(norms[0] if norms else None),
-           ylabel="certified accuracy", title=title)
+    axis = names[0] if len(names) == 1 else norms.LINF if names else None    # l-inf of several D: no D named
+    ax.set(xlim=(0, xmax), ylim=(0, 1), xlabel=norms.label(axis), ylabel="certified accuracy", title=title)
     ax.grid(True, alpha=0.4)
     ax.legend()
     return fig

@@ -207,7 +207,7 @@ def one_setting(path: str, rows: list[dict], lines: list[int], columns: Sequence
 def _settings_name(rows: list[dict], certify: bool) -> str:
     """A name from the settings columns ("cohen σ=0.25 l2", "predict σ=0.5 n=1000"); "" when there are none."""
     scale, n = _constant(rows, "scale"), _constant(rows, "n")
-    symbol = {"gaussian": "σ", "laplace": "λ"}.get(_constant(rows, "noise"), "scale")
+    symbol = {"gaussian": "σ", "laplace": "λ", "uniform": "λ"}.get(_constant(rows, "noise"), "scale")
     try:
         scale = scale and f"{symbol}={float(scale):.4g}"
     except ValueError:

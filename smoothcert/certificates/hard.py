@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .. import bounds
+from ..noises import norms
 from .verdict import ABSTAIN, Verdict, _as_counts, _why
 
 
@@ -29,7 +30,7 @@ def _top(counts_selection, counts):
 def one_sided(counts_selection, counts, noise, alpha: float, norm: str) -> Verdict:
     """Cohen et al. 2019, Alg. CERTIFY: one-sided Clopper-Pearson lower bound on P(A) at level alpha from the
     fresh counts; abstain below 1/2, else noise.radius(bound) (sigma Phi^-1(pA) for Gaussian noise,
-    -lam log 2(1 - pA) for Laplace noise, Teng et al. Thm 2)."""
+    -lam log 2(1 - pA) for Laplace noise, Teng et al. Thm 2; 2 lam (pA - 1/2) for uniform noise, Yang et al. 2020)."""
     _, counts, rows, c_a = _top(counts_selection, counts)
     p_a = np.atleast_1d(bounds.clopper_pearson_lower(counts[rows, c_a], counts.sum(axis=1), alpha))
     certified = p_a >= 0.5
@@ -59,7 +60,8 @@ def _two_sided(radius_of: Callable) -> Callable:
 
 
 def _margin(noise):
-    """Two-sided margin radius: Gaussian sigma/2 (Phi^-1(pA) - Phi^-1(pB)); Laplace Teng et al. Thm 1."""
+    """Two-sided margin radius: Gaussian sigma/2 (Phi^-1(pA) - Phi^-1(pB)); Laplace Teng et al. Thm 1; uniform
+    lam (pA - pB) (Uniform.margin_radius)."""
     return noise.margin_radius
 
 
@@ -83,7 +85,8 @@ def exact_margin(counts_selection, counts, noise, alpha: float, norm: str) -> Ve
     """The exact trinomial lower confidence bound L on Phi^-1(P(A)) - Phi^-1(max(P(B), P(rest))) (000 §4,
     corrected per ERRATA; see bounds.exact_margin_lower), radius sigma/2 * L, abstain unless L > 0. A and B come
     from the selection samples, so the trinomial (A, B, rest) of the fresh counts has fixed classes, and
-    max(P(B), P(rest)) >= max_{c != A} P(c) keeps the radius valid whatever the other classes do."""
+    max(P(B), P(rest)) >= max_{c != A} P(c) keeps the radius valid whatever the other classes do. Under
+    norm 'linf:d=D' the l2 radius is read as r_2 / sqrt(D) (noises/norms.py)."""
     noise._check_norm(norm)
     counts_selection, counts, rows, c_a = _top(counts_selection, counts)
     c_b = runner_up(counts_selection, c_a)
@@ -93,7 +96,7 @@ def exact_margin(counts_selection, counts, noise, alpha: float, norm: str) -> Ve
     lower = np.array([bounds.exact_margin_lower(int(a), int(b), int(r), alpha, "probit")
                       for a, b, r in zip(x_a, x_b, x_r)])
     certified = lower > 0
-    radius = np.where(certified, 0.5 * noise.sigma * np.where(certified, lower, 0.0), 0.0)
+    radius = norms.read(np.where(certified, 0.5 * noise.sigma * np.where(certified, lower, 0.0), 0.0), norm)
     nan = np.full(len(lower), np.nan)
     return Verdict(np.where(certified, c_a, ABSTAIN), radius, nan, nan, c_a, _why(certified, "margin lower bound <= 0"))
 

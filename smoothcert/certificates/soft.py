@@ -11,7 +11,8 @@ p_a <= E_A(x) and p_b >= max_{c != A} E_c(x), for ||d||_2 < R2 = sigma/2 (Phi^-1
 Phi^-1(E_A(x+d)) >= Phi^-1(p_a) - ||d||/sigma > Phi^-1(p_b) + ||d||/sigma >= Phi^-1(E_c(x+d)) for every c != A,
 so A stays the argmax (000 eq. 3 on expected scores). One-sided: E_A(x+d) > 1/2 for ||d|| < sigma Phi^-1(p_a),
 and scores summing to 1 leave every other class below 1/2. These are the radii Gaussian.radius/.margin_radius
-compute, so they apply to [0, 1]-valued scores unchanged (an l2 radius is also an l1 radius).
+compute, so they apply to [0, 1]-valued scores unchanged (an l2 radius is also an l1 radius, and r / sqrt(D) an
+l-inf radius: noises/norms.py).
 
 alpha split (mode 'margin', the default): alpha/2 to the lower bound on E_A and alpha/2 to the upper bound on
 max_{c != A} E_c, which is the MAX over c != A of each class's upper bound: if c* is the truly largest other
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..bounds.mean import bernstein_lower, bernstein_upper, hoeffding_lower, hoeffding_upper
 from ..errors import SmoothcertError, check, check_alpha
+from ..noises import norms
 from .verdict import ABSTAIN, Verdict
 
 MODES = ("margin", "one-sided")
@@ -128,12 +130,12 @@ def soft_lipschitz(sums_selection, sums, squares, n, noise, alpha: float, norm: 
     difference gives twice it, which is not valid: tests/test_tie_soundness.py catches it.)
     R1 is never larger than R2 = sigma/2 (Phi^-1(p_a) - Phi^-1(p_b)): Phi^-1 has slope >= sqrt(2 pi), so
     R2 >= sigma sqrt(pi/2) M = R1, with equality only as p_a and p_b tend to 1/2. Kept for comparison, as 000
-    offers it."""
+    offers it. Under norm 'linf:d=D' the l2 radius is read as R1 / sqrt(D) (noises/norms.py)."""
     alpha = check_alpha(alpha)
     v = soft_bernstein(sums_selection, sums, squares, n, noise, alpha, norm, "margin")
     sel = np.atleast_2d(np.asarray(sums_selection, dtype=np.float64))
     ok = v.p_lower > v.p_upper
-    radius = np.where(ok, (v.p_lower - v.p_upper) * noise.sigma / LIPSCHITZ_MARGIN, 0.0)
+    radius = norms.read(np.where(ok, (v.p_lower - v.p_upper) * noise.sigma / LIPSCHITZ_MARGIN, 0.0), norm)
     return Verdict(np.where(ok, choose(sel), ABSTAIN), radius, v.p_lower, v.p_upper)
 
 

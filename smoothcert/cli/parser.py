@@ -53,10 +53,11 @@ def _common_model_args(p: argparse.ArgumentParser, *, train: bool = False) -> No
                         "classes) | cifar10:DIR (python batches) | folder:DIR (one sub-folder per class) (default digits)")
     p.add_argument("--split", default="train" if train else "test", choices=("train", "test"),
                    help="which split of digits / cifar10 / folder (train|test layout) to use")
-    p.add_argument("--noise", default="gaussian", choices=("gaussian", "laplace"),
-                   help="smoothing noise (default gaussian): gaussian certifies l2, laplace certifies l1")
+    p.add_argument("--noise", default="gaussian", choices=("gaussian", "laplace", "uniform"),
+                   help="smoothing noise (default gaussian): gaussian certifies l2, laplace and uniform certify l1")
     p.add_argument("--sigma", type=float, help="Gaussian noise level, in the model's input space (pixels in [0,1])")
-    p.add_argument("--lam", type=float, help="Laplace noise scale (lam = sigma/sqrt(2) matches Gaussian sigma)")
+    p.add_argument("--lam", type=float, help="Laplace noise scale (lam = sigma/sqrt(2) matches Gaussian sigma), or "
+                                             "uniform noise's half-width, U[-lam, lam] (lam = sqrt(3) sigma matches)")
     if train:
         p.add_argument("--batch", type=COUNT, default=64, help="training batch size (default 64)")
     else:
@@ -119,8 +120,11 @@ def _certificate_args(p: argparse.ArgumentParser) -> None:
     from ..certificates import CERTIFICATES
     names = ", ".join(f"{name} ({'/'.join(s.noises)})" for name, s in CERTIFICATES.items())
     p.add_argument("--certificate", default=None,
-                   help=f"certificate (default: cohen for gaussian, teng for laplace); one of {names}")
-    p.add_argument("--norm", default=None, choices=("l2", "l1"), help="norm of the radius (default: the certificate's)")
+                   help=f"certificate (default: cohen for gaussian, teng for laplace, yang-margin for uniform); one of "
+                        f"{names}")
+    p.add_argument("--norm", default=None, choices=("l2", "l1", "linf"),
+                   help="norm of the radius (default: the certificate's); linf (Gaussian noise): the l2 radius / "
+                        "sqrt(d), d the input's number of coordinates, stored in the norm column as linf:d=D")
 
 
 def _diffusion_range(text: str) -> tuple[float, float]:
@@ -223,10 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="expected radius against n; ACR and certified accuracy predicted from a run")
     p.add_argument("--results", help="a certify TSV (one-sided certificate) whose inputs' pA are estimated")
-    p.add_argument("--p-a", type=float, help="instead of --results: one pA, with --sigma (or --noise laplace --lam)")
-    p.add_argument("--noise", choices=("gaussian", "laplace"), help="with --p-a (default gaussian; a run has its own)")
+    p.add_argument("--p-a", type=float, help="instead of --results: one pA, with --sigma (or --noise laplace or "
+                                             "uniform --lam)")
+    p.add_argument("--noise", choices=("gaussian", "laplace", "uniform"),
+                   help="with --p-a (default gaussian; a run has its own)")
     p.add_argument("--sigma", type=float, help="with --p-a: the Gaussian noise level")
-    p.add_argument("--lam", type=float, help="with --p-a and --noise laplace: the Laplace noise scale")
+    p.add_argument("--lam", type=float, help="with --p-a and --noise laplace or uniform: the Laplace noise scale or "
+                                             "the uniform half-width")
     p.add_argument("--alpha", type=float, help="with --p-a (default 0.001; a run has its own)")
     p.add_argument("--n", help="comma-separated numbers of estimation samples (default 100,1000,10000,100000)")
     p.add_argument("--radii", help="with --results: radii of the certified accuracy (comma-separated; default "

@@ -93,8 +93,8 @@ class VersusN:
 
     prediction (a planning.Prediction at ns and radii) comes from the largest-n file, each input at its plug-in
     pA; it is None where planning cannot predict: a certificate other than the one-sided Clopper-Pearson one
-    (cohen, teng-binary, gaussian-l1) or n beyond planning.MAX_N. run is that file's planning.Run (predict at other n
-    with planning.predict(run, ns, radii)).
+    (cohen, teng-binary, yang, gaussian-l1) or n beyond planning.MAX_N. run is that file's planning.Run (predict at
+    other n with planning.predict(run, ns, radii)).
     """
     name: str                             # the shared settings
     results: tuple[Results, ...]          # the files, in the order of ns
@@ -108,7 +108,7 @@ class VersusN:
 
 def _set_name(res: Results) -> str:
     s = res.settings
-    symbol = {"gaussian": "σ", "laplace": "λ"}.get(s["noise"], "scale")
+    symbol = {"gaussian": "σ", "laplace": "λ", "uniform": "λ"}.get(s["noise"], "scale")
     return f"{s['certificate']} {symbol}={s['scale']} {s['norm']}, n0={s['n0']}, alpha={s['alpha']}, seed={s['seed']}"
 
 

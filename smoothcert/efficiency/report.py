@@ -70,7 +70,7 @@ def _format_versus_n(v: VersusN, fmt: str) -> str:
             for i, n in enumerate(v.ns)]
     why = (f"pred.: expected at n from the n = {v.ns[-1]} file, each input at its plug-in pA (planning.predict)"
            if p is not None else "no prediction: planning predicts the one-sided certificates (cohen, teng-binary, "
-                                 "gaussian-l1) up to n = 1,000,000")
+                                 "yang, gaussian-l1) up to n = 1,000,000")
     title = _note(f"against n: {v.name} ({v.results[0].n} inputs; certified accuracy in %; {why})", fmt)
     return _titled(title, render_table(header, rows, [[False] * len(header)] * len(rows), fmt), fmt)
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import MAX_COUNT, SmoothcertError, check
 from ..measures import BINS, MEASURES
-from ..noises import NOISES
+from ..noises import NOISES, norms
 from .columns import CERTIFY_COLUMNS, CONFIDENCE_FIRST, CONFIDENCE_LAST, PREDICT_COLUMNS, SOFT_COLUMNS
 
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
@@ -197,6 +197,12 @@ def check_certify_row(path: str, line: int, row: dict) -> tuple[tuple, Counts, C
     check(mode != "fixed" or samples == n, f"{where}: samples {samples} differs from n {n} in a fixed-n row")
     c0 = parse_counts(row["counts_selection"], k, n0, where, "counts_selection")
     c1 = parse_counts(row["counts"], k, samples, where, "counts")
+    try:
+        norm, dims = norms.parse(row["norm"])
+    except SmoothcertError as e:
+        raise SmoothcertError(f"{where}: {e}") from None
+    check(norm != norms.LINF or dims is not None, f"{where}: an l-inf norm cell must carry the inputs' dimension, "
+                                                  f"'linf:d=D', got {row['norm']!r}")
     return key, c0, c1
 
 

@@ -11,6 +11,7 @@ from ..certificates import confidence as conf
 from ..errors import check
 from ..files.columns import (CERTIFY_COLUMNS, PREDICT_COLUMNS, SOFT_COLUMNS, confidence_cells, confidence_columns,
                              encode_counts, encode_scores, format_float)
+from ..noises.norms import dims_of
 from ..smooth import Smooth
 from .runner import Job, to_files
 
@@ -27,7 +28,7 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
     `target_radius` (early stopping at an acceptance radius). `model_id` is recorded in the file (default:
     `models.fingerprint` of the model) and a resumed run must match it; `executor` runs the job (default:
     `run_locally`)."""
-    spec, norm = certificates.resolve(certificate, smoothed.noise, norm)
+    spec, norm = certificates.resolve(certificate, smoothed.noise, norm, dims_of(data.x))   # 'linf' -> 'linf:d=D'
     common = {"alpha": format_float(alpha), "n0": str(n0), "seed": str(seed)}
     kw = {"seed": seed, "norm": norm}
     ns = [n] if isinstance(n, int) else sorted(set(n))
@@ -36,7 +37,7 @@ def certify_dataset(smoothed: Smooth, data, indices, out: str, *, n0: int, n: in
     if target_radius is not None:
         check(n_max is not None and max_loss is None, "--target-radius goes with --n-max (and not --max-loss)")
         mode = f"target:r0={format_float(target_radius)}:futility={futility}@{format_float(futility_level)}"
-        name = "cohen" if smoothed.noise.name == "gaussian" else "teng-binary"
+        name = certificates.ONE_SIDED[smoothed.noise.name]
         check(certificate in (None, name), f"--target-radius certifies with the one-sided bound ({name}) under early "
                                            f"stopping, not {certificate}: leave --certificate out")
         job = Job("certify_target", (n0, target_radius, n_max, alpha, batch_size),

@@ -4,7 +4,8 @@ sigma = 0.25, certify the whole test split, re-certify the stored counts with ev
 l2 and l1 certified-accuracy tables with the ACR, and plots; then sample efficiency: the sigma = 0.25 run at
 several n from one nested pass beside the predicted values, and early stopping at target radii; then soft
 scores: soft certificates against hard votes, and certified confidence (CDF against baseline); then denoised
-smoothing (demo_denoised.py). Running it again reuses the models and resumes."""
+smoothing (demo_denoised.py). The l1 table also has uniform noise of that variance (lam = sqrt(3) sigma).
+Running it again reuses the models and resumes."""
 from __future__ import annotations
 
 import os
@@ -21,7 +22,7 @@ from ..analysis import (
 from ..data import load_data
 from ..device import resolve_device
 from ..models import build, load_model, save_model
-from ..noises import Gaussian, Laplace
+from ..noises import Gaussian, Laplace, Uniform
 from ..smooth import Smooth
 from ..train import accuracy, train
 from .datasets import certify_dataset, confidence_dataset, nested_paths
@@ -31,6 +32,7 @@ from .recertification import recertify
 SIGMAS = (0.25, 0.5)
 L2_CERTIFICATES = ("margin", "best")      # recomputed from the sigma = 0.25 run's counts (exact-margin: ~0.1 s an input)
 L1_CERTIFICATES = ("teng-binary", "lecuyer")              # recomputed from the Laplace run's counts
+UNIFORM_CERTIFICATES = ("yang",)                          # recomputed from the uniform run's counts (yang-margin)
 RADII = [0.0, 0.25, 0.5, 0.75, 1.0]
 NESTED = (100, 1000)                      # the first sigma is also certified at these n, in the same pass
 EFFICIENCY_RADII = (0.25, 0.5)
@@ -83,6 +85,10 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
     tag = f"laplace{laplace_noise.lam:.4g}"
     laplace, = certify(laplace_noise, _model(out_dir, tag, laplace_noise, train_set, test_set, epochs, seed, device),
                        tag)
+    uniform_noise = Uniform.matching(SIGMAS[0])           # lam = sqrt(3) sigma: the variance of Gaussian sigma
+    tag = f"uniform{uniform_noise.lam:.4g}"
+    uniform, = certify(uniform_noise, _model(out_dir, tag, uniform_noise, train_set, test_set, epochs, seed, device),
+                       tag)
 
     def again(path, name):
         out = path.replace(".tsv", f"_{name}.tsv")
@@ -90,11 +96,14 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
         return out
 
     l2 = gaussian + [again(gaussian[0], name) for name in L2_CERTIFICATES]
-    l1 = [laplace] + [again(laplace, name) for name in L1_CERTIFICATES] + [again(gaussian[0], "gaussian-l1")]
+    l1 = [laplace] + [again(laplace, name) for name in L1_CERTIFICATES] + [uniform] \
+        + [again(uniform, name) for name in UNIFORM_CERTIFICATES] + [again(gaussian[0], "gaussian-l1")]
     for title, files, norm in ((f"l2 (Gaussian smoothing; {', '.join(L2_CERTIFICATES)} recomputed from the "
                                 f"sigma={SIGMAS[0]} samples)", l2, "l2"),
-                               (f"l1 (Laplace smoothing at lam = sigma/sqrt(2) = {laplace_noise.lam:.4g}, same variance "
-                                f"as sigma={SIGMAS[0]}; against Gaussian l2 radii read as l1)", l1, "l1")):
+                               (f"l1 (Laplace smoothing at lam = sigma/sqrt(2) = {laplace_noise.lam:.4g} and uniform "
+                                f"at lam = sqrt(3) sigma = {uniform_noise.lam:.4g}, same variance as sigma={SIGMAS[0]}; "
+                                "against Gaussian l2 radii read as l1; uniform certifies nothing past its lam)", l1,
+                                "l1")):
         results = [load_results(path) for path in files]
         print(f"\ncertified accuracy on the digits test split, {title}:")
         print(summary_table(results, RADII))

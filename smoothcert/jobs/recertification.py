@@ -18,7 +18,7 @@ from ..files.lock import FileLock, writer_of
 from ..files.rows import (check_certify_row, check_confidence_row, check_soft_row, dense, in_chunks, parse_int,
                           read_table)
 from ..files.writer import write_all
-from ..noises import NOISES
+from ..noises import NOISES, norms
 
 
 def recertify(path: str, certificate: str | None, out: str, norm: str | None = None, overwrite: bool = False, *,
@@ -57,6 +57,23 @@ def _unique(path: str, table) -> None:
         lines[idx] = line
 
 
+def _norm_of(path, line, row, norm):
+    """The norm a row is re-certified in: `norm` (None: the certificate's default), except that the l-inf reading
+    needs the input dimension D, which only the row knows (its norm cell 'linf:d=D', noises/norms.py): a row
+    certified in l-inf keeps its reading unless another norm is asked for, and --norm linf takes D from the row."""
+    where = f"{path} line {line}"
+    try:
+        row_kind, dims = norms.parse(row["norm"])
+        wanted = row["norm"] if norm is None and row_kind == norms.LINF else norm
+        if wanted is None or norms.kind(wanted) != norms.LINF:
+            return wanted
+        check(row_kind == norms.LINF and dims, f"the l-inf reading needs the inputs' dimension D, which a row stores only when "
+                                      f"certified with --norm linf (this one: norm {row['norm']!r})")
+        return norms.with_dims(wanted, dims)
+    except SmoothcertError as e:
+        raise SmoothcertError(f"{where}: {e}") from None
+
+
 def _recertify_rows(path, certificate, norm, soft: bool):
     columns = SOFT_COLUMNS if soft else CERTIFY_COLUMNS
     table = read_table(path, columns)
@@ -68,10 +85,11 @@ def _recertify_rows(path, certificate, norm, soft: bool):
         check(not row["mode"].startswith("target"), f"{path} line {line}: a row certified with early stopping "
               f"(mode {row['mode']}) cannot be re-certified: its samples were drawn until a data-dependent "
               "stop, where a fixed-n bound does not hold")
-        groups.setdefault((*key, int(row["num_classes"])), []).append((line, row, c0, c1))
-    for (noise_name, scale, alpha, k), members in groups.items():
+        groups.setdefault((*key, int(row["num_classes"]), _norm_of(path, line, row, norm)), []).append(
+            (line, row, c0, c1))
+    for (noise_name, scale, alpha, k, wanted), members in groups.items():
         noise = NOISES[noise_name](scale)
-        spec, row_norm = certificates.resolve(certificate, noise, norm)
+        spec, row_norm = certificates.resolve(certificate, noise, wanted)
         for line, row, _, _ in members:
             check(not spec.uses_selection or int(row["n0"]) > 0, f"{path} line {line}: n0 is 0 (the row's samples both "
                   f"chose and bounded its class, as single-stage does); {spec.name} needs selection samples: only "

@@ -10,6 +10,7 @@ from .. import bounds, certificates
 from ..certificates.verdict import ABSTAIN
 from ..engine import streams as stage
 from ..errors import check_alpha, check_count
+from ..noises.norms import dims_of
 from .common import as_certificate, grouped_counts, run_seed
 from .outcomes import Prediction
 
@@ -18,7 +19,7 @@ def certify_many(smooth, xs, n0, n, alpha, batch_size, *, seed, indices, generat
                  on_batch):
     """CERTIFY each input from its own selection and estimation streams; yields Certificates in order."""
     alpha = check_alpha(alpha)
-    spec, norm = certificates.resolve(certificate, smooth.noise, norm)
+    spec, norm = certificates.resolve(certificate, smooth.noise, norm, dims_of(xs))
     check_count("n0", n0, 1 if spec.uses_selection else 0)
     check_count("n", n)
     seed, generator = run_seed(seed, generator)

@@ -13,6 +13,7 @@ from .. import certificates
 from ..engine import streams as stage
 from ..engine.streams import Request
 from ..errors import check_alpha, check_count
+from ..noises.norms import LINF, dims_of, kind
 from ..planning import choose_n
 from .common import as_certificate, groups, run_seed, streams
 from .grouping import GROUPING
@@ -24,8 +25,8 @@ def certify_input_n(smooth, xs, n0, n_max, alpha, batch_size, *, max_loss, relat
     alpha = check_alpha(alpha)
     check_count("n0", n0)
     check_count("n_max", n_max)
-    spec, norm = certificates.resolve(certificate, smooth.noise, norm)
-    proxy_norm = norm if norm in smooth.noise.norms else None
+    spec, norm = certificates.resolve(certificate, smooth.noise, norm, dims_of(xs))
+    proxy_norm = norm if norm in smooth.noise.norms or kind(norm) == LINF else None
     seed, generator = run_seed(seed, generator)
     for sampler, chunk, members, keep in groups(smooth, xs, GROUPING["certify_input_n"](dict(n0=n0)), batch_size,
                                                 indices, skip):

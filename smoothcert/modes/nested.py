@@ -14,6 +14,7 @@ from ..engine import streams as stage
 from ..engine.statistics import NestedVotes, Votes
 from ..engine.streams import Request
 from ..errors import check_alpha, check_count
+from ..noises.norms import dims_of
 from .common import as_certificate, groups, run_seed, streams
 from .grouping import GROUPING, sample_sizes
 
@@ -24,7 +25,7 @@ def certify_nested(smooth, xs, n0, ns, alpha, batch_size, *, seed, indices, gene
     alpha = check_alpha(alpha)
     check_count("n0", n0)
     ns = sample_sizes(ns)
-    spec, norm = certificates.resolve(certificate, smooth.noise, norm)
+    spec, norm = certificates.resolve(certificate, smooth.noise, norm, dims_of(xs))
     seed, generator = run_seed(seed, generator)
     for sampler, chunk, members, keep in groups(smooth, xs, GROUPING["certify_nested"](dict(n0=n0, ns=ns)),
                                                 batch_size, indices, skip):

@@ -18,6 +18,7 @@ from ..engine import streams as stage
 from ..engine.statistics import BettingScores, ScoreSums, Votes
 from ..engine.streams import Request
 from ..errors import check, check_alpha, check_count
+from ..noises.norms import dims_of
 from .common import as_certificate, groups, run_seed, soft_selection, streams
 from .grouping import GROUPING
 
@@ -29,7 +30,7 @@ def certify_soft(smooth, xs, n0, n, alpha, batch_size, *, certificate, seed, ind
     alpha = check_alpha(alpha)
     check_count("n0", n0)
     check_count("n", n)
-    spec, norm = certificates.resolve(certificate, smooth.noise, norm)
+    spec, norm = certificates.resolve(certificate, smooth.noise, norm, dims_of(xs))
     check(spec.statistic == "scores", f"{spec.name} is not a soft certificate (soft ones: {', '.join(soft.CERTIFICATES)})")
     seed, generator = run_seed(seed, generator)
     for sampler, chunk, members, keep in groups(smooth, xs, GROUPING["certify_soft"](dict(n0=n0, n=n)), batch_size,

@@ -18,6 +18,7 @@ from ..certificates.verdict import ABSTAIN
 from ..engine import streams as stage
 from ..engine.streams import Request
 from ..errors import check_alpha, check_count
+from ..noises.norms import dims_of
 from .common import as_certificate, groups, run_seed, streams
 from .grouping import GROUPING
 
@@ -30,8 +31,8 @@ def certify_target(smooth, xs, n0, radius, n_max, alpha, batch_size, *, futility
     alpha = check_alpha(alpha)
     check_count("n0", n0)
     check_count("n_max", n_max)
-    spec, norm = certificates.resolve(None, smooth.noise, norm)
-    one_sided = "cohen" if smooth.noise.name == "gaussian" else "teng-binary"
+    spec, norm = certificates.resolve(None, smooth.noise, norm, dims_of(xs))
+    one_sided = certificates.ONE_SIDED[smooth.noise.name]
     schedule = UnionBound(alpha, n_max)
     p0 = target_probability(smooth.noise, radius, norm)
     seed, generator = run_seed(seed, generator)

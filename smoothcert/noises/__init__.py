@@ -21,6 +21,7 @@ import torch
 from scipy.special import ndtri
 
 from ..errors import SmoothcertError, check
+from . import norms as _norms
 
 
 def _positive(obj, name: str) -> None:
@@ -38,8 +39,11 @@ class _Noise:
     norms: tuple[str, ...]
 
     def _check_norm(self, norm: str) -> None:
-        if norm not in self.norms:
-            raise SmoothcertError(f"{self.name} noise cannot certify the {norm!r} norm (it certifies: "
+        """Refuse a norm this noise cannot certify. A noise certifying l2 also gives the l-inf reading of its l2
+        radius, 'linf' (its dimension still to be filled in) or 'linf:d=D' (norms.py)."""
+        kind = _norms.kind(norm)
+        if norm not in self.norms and not (kind == _norms.LINF and "l2" in self.norms):
+            raise SmoothcertError(f"{self.name} noise cannot certify the {kind!r} norm (it certifies: "
                                   f"{', '.join(self.norms)})")
 
 
@@ -47,7 +51,7 @@ class _Noise:
 class Gaussian(_Noise):
     """Isotropic Gaussian noise N(0, sigma^2 I). Certifies l2; an l2 ball contains the l1 ball of the same
     radius (||d||_2 <= ||d||_1), so its l2 radius is also an l1 radius (the 'gaussian-l1' baseline of Teng et
-    al., Table 1)."""
+    al., Table 1), and the l-inf ball of radius r_2 / sqrt(D) for inputs of D coordinates ('linf:d=D', norms.py)."""
 
     sigma: float
     name = "gaussian"
@@ -68,7 +72,7 @@ class Gaussian(_Noise):
         """sigma * Phi^-1(p_a) for a lower bound p_a on the top class (Cohen et al. 2019, Thm 1 with p_B = 1 - p_A)."""
         self._check_norm(norm)
         p = np.asarray(p_a, dtype=np.float64)
-        return np.where(p > 0.5, self.sigma * ndtri(np.clip(p, 0.5, 1.0)), 0.0)[()]
+        return _norms.read(np.where(p > 0.5, self.sigma * ndtri(np.clip(p, 0.5, 1.0)), 0.0), norm)[()]
 
     def margin_radius(self, p_a, p_b, norm: str = "l2"):
         """sigma/2 * (Phi^-1(p_a) - Phi^-1(p_b)) for p_a >= P(A), p_b <= ... (Cohen et al. 2019, Thm 1; 000 eq. 3)."""
@@ -76,7 +80,7 @@ class Gaussian(_Noise):
         p_a, p_b = np.asarray(p_a, dtype=np.float64), np.asarray(p_b, dtype=np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = 0.5 * self.sigma * (ndtri(p_a) - ndtri(p_b))
-        return np.where(p_a > p_b, np.nan_to_num(r, nan=0.0, posinf=np.inf), 0.0)[()]
+        return _norms.read(np.where(p_a > p_b, np.nan_to_num(r, nan=0.0, posinf=np.inf), 0.0), norm)[()]
 
     def describe(self) -> str:
         return f"gaussian(sigma={self.sigma:g})"
