@@ -254,6 +254,17 @@ class SoundGaussian(_Noise):
                               "float64 or fewer noise bits)")
         return k.to(x.dtype)
 
+    def off_grid(self, x: torch.Tensor) -> int | None:
+        """The position of the first input (x: (N, ...)) with a value more than GRID_TOLERANCE steps off k / grid,
+        or None when every input is on the grid (checked a few inputs at a time: no copy of the whole data)."""
+        step = max(1, (1 << 22) // max(1, x[0].numel())) if x.numel() else 1
+        for start in range(0, len(x), step):
+            units = x[start:start + step].double().reshape(min(step, len(x) - start), -1) * self.grid
+            bad = ((units - units.round()).abs() > GRID_TOLERANCE).any(dim=1).nonzero()
+            if len(bad):
+                return start + int(bad[0])
+        return None
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Noisy inputs in grid units -> the model's input z / grid (part of the base classifier)."""
         return z / self.grid
