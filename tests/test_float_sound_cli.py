@@ -185,7 +185,7 @@ def test_recertify_and_analyze_keep_float_sound(tmp_path, model, grid_data, caps
 
 @pytest.mark.parametrize("extra,message", [
     (("--float-sound",), "needs the input grid of npz:"),
-    (("--input-grid", "255", "--sigma", "1e-7"), "cannot be exact in float32"),
+    (("--input-grid", "255", "--sigma", "1e-7"), "sigma = 1e-07 is too small for this grid"),
     (("--noise", "laplace", "--lam", "0.2", "--sigma", None, "--float-sound", "--input-grid", "255"),
      "float-sound sampling is for Gaussian noise, not laplace"),
     (("--no-float-sound", "--input-grid", "255"), "--input-grid goes with float-sound sampling"),

@@ -250,8 +250,9 @@ class SoundGaussian(_Noise):
         p = SIGNIFICAND[x.dtype]
         check(need <= 1 << p, f"x + noise cannot be exact in {str(x.dtype).replace('torch.', '')}: inputs up to "
                               f"{top}/{self.grid} plus noise up to {self._table.half * self.step:g} grid steps on "
-                              f"steps of 2^-{self.bits} need {need.bit_length()} significant bits, it has {p} (use "
-                              "float64 or fewer noise bits)")
+                              f"steps of 2^-{self.bits} need {need.bit_length()} significant bits, it has {p} (sigma "
+                              f"= {self.sigma:g} is too small for this grid and dtype: a larger sigma, float64, or fewer "
+                              "noise bits)")
         return k.to(x.dtype)
 
     def off_grid(self, x: torch.Tensor) -> int | None:
