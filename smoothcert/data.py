@@ -20,18 +20,22 @@ SPECS = "digits, npz:PATH, cifar10:DIR, folder:DIR"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 NPZ_INFLATION, NPZ_SLACK = 100, 64 << 20   # an .npz's arrays may hold at most 100 times its size plus 64 MiB
 MAX_IMAGE_SIDE = 4096                      # folder: images of at most 4096 x 4096 pixels (201 MB as float32 RGB)
+EIGHT_BIT_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"}  # 8 bits a channel
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
 class Dataset:
     """Inputs x (float32, (N, *input_shape)), labels y (int64, (N,)), class names (empty when the data names
-    none: an .npz without `classes`) and a display name."""
+    none: an .npz without `classes`), a display name, and the input grid when the loader knows it: every value is
+    k / grid for an integer k (digits 16, CIFAR-10 and 8-bit image folders 255; None for .npz data, whose grid
+    must be declared for float-sound sampling)."""
 
     x: torch.Tensor
     y: torch.Tensor
     classes: tuple[str, ...]
     name: str
+    grid: int | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -57,9 +61,9 @@ def load_data(spec: str, split: str = "test") -> Dataset:
     return loaders[kind](Path(arg).expanduser(), split)
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, classes, name: str) -> Dataset:
+def _dataset(x: np.ndarray, y: np.ndarray, classes, name: str, grid: int | None = None) -> Dataset:
     return Dataset(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                   torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)), tuple(classes), name)
+                   torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)), tuple(classes), name, grid)
 
 
 def _digits(split: str) -> Dataset:
@@ -71,7 +75,7 @@ def _digits(split: str) -> Dataset:
                                    stratify=digits.target)
     idx = np.sort(train if split == "train" else test)
     x = digits.images[idx].reshape(-1, 1, 8, 8) / 16.0
-    return _dataset(x, digits.target[idx], (str(i) for i in range(10)), f"digits:{split}")
+    return _dataset(x, digits.target[idx], (str(i) for i in range(10)), f"digits:{split}", 16)   # pixels 0..16
 
 
 def _npz(path: Path, split: str) -> Dataset:
@@ -237,7 +241,7 @@ def _cifar10(root: Path, split: str) -> Dataset:
         xs.append(data.reshape(-1, 3, 32, 32))
         ys.append(labels)
     x = np.concatenate(xs).astype(np.float32) / 255.0
-    return _dataset(x, np.concatenate(ys), classes, f"cifar10:{root}:{split}")
+    return _dataset(x, np.concatenate(ys), classes, f"cifar10:{root}:{split}", 255)
 
 
 def _subdirs(folder: Path) -> set[str]:
@@ -266,11 +270,12 @@ def _folder(root: Path, split: str) -> Dataset:
         files += found
         labels += [label] * len(found)
     check(files, f"no images in {root}")
-    sizes, gray = {}, True
+    sizes, gray, deep = {}, True, None
     for path in files:  # headers only: sizes and modes, without decoding pixels
         try:
             with Image.open(path) as im:
                 sizes[path], gray = im.size, gray and im.mode in ("L", "1")
+                deep = deep or (None if im.mode in EIGHT_BIT_MODES else path)
         except Exception as exc:
             raise SmoothcertError(f"cannot read image {path} ({type(exc).__name__})") from exc
         check(sizes[path][0] * sizes[path][1] <= MAX_IMAGE_SIDE ** 2,
@@ -287,7 +292,9 @@ def _folder(root: Path, split: str) -> Dataset:
         except Exception as exc:
             raise SmoothcertError(f"cannot decode image {path} ({type(exc).__name__})") from exc
         x[i] = (pixels[None] if gray else pixels.transpose(2, 0, 1)) / 255.0
-    return _dataset(x, np.array(labels), classes, name)
+    # 8-bit images give k/255 exactly; an image of another depth (16-bit, float) is converted by PIL, so its grid is
+    # not declared: float-sound sampling then needs --input-grid
+    return _dataset(x, np.array(labels), classes, name, None if deep else 255)
 
 
 def select(ds: Dataset, skip: int = 1, max_count: int | None = None, start: int = 0,

@@ -28,7 +28,7 @@ from scipy.special import betainc, ndtri
 
 from .bounds import clopper_pearson_lower
 from .errors import SmoothcertError, check, check_alpha, check_count
-from .noises import Gaussian, make_noise
+from .noises import Gaussian
 
 TAIL = 1e-14            # binomial mass dropped on each side of the summation window
 MAX_N = 1_000_000       # radius tables are O(n) floats, cached
@@ -250,6 +250,7 @@ def load_run(path: str) -> Run:
     from .certificates import get, one_sided
     from .files.columns import CERTIFY_COLUMNS
     from .files.rows import check_certify_row, parse_float, read_table
+    from .noises.record import rebuild
     try:
         table = read_table(path, CERTIFY_COLUMNS)
     except (OSError, UnicodeDecodeError) as e:
@@ -268,7 +269,7 @@ def load_run(path: str) -> Run:
             check(value == expected, f"{path} line {line}: {column} {value} varies between rows ({expected} on line "
                                      f"{first_line}); split the file by its settings")
     name, scale, alpha, n, n0, certificate, norm, mode = first
-    noise = make_noise(name, **{"sigma" if name == "gaussian" else "lam": scale})
+    noise = rebuild(name, scale)                   # a float-sound run's noise, with its tv
     check(get(certificate, noise).fn is one_sided, f"{path}: certificate {certificate!r} is not the one-sided "
           "Clopper-Pearson one whose radius planning predicts (cohen, teng-binary, yang, gaussian-l1)")
     check(mode == "fixed", f"{path}: predictions need a fixed-n run (mode fixed)")

@@ -26,6 +26,7 @@ from .models import eval_mode, fingerprint
 from .modes import confidence as confidence_mode
 from .modes import fixed, input_n, nested, soft, target
 from .modes.outcomes import Certificate, Confidence, Prediction
+from .noises import sound
 
 
 class Smooth:
@@ -46,16 +47,30 @@ class Smooth:
         denoiser: a module put in front of the model (denoised smoothing, smoothcert.denoise): the base classifier is
             then `Denoised(model, denoiser)`, model(denoiser(x + noise)), and `model`, the fingerprint, amp,
             compile and the batch-size choice are the composition's.
+        float_sound: draw Gaussian noise float-soundly (smoothcert.noises.sound: exactly on a grid finer than the
+            inputs', added without rounding, and certified with the sampler's total-variation distance absorbed),
+            so no base classifier can read floating-point rounding (the attack in smoothcert.noises.rounding_attack).
+            Needs `input_grid`. Default (None): float-sound exactly when `input_grid` is given, since the API does
+            not know the data's grid; False opts out. (The command line defaults to it for data on a known grid.)
+        input_grid: the inputs are k / input_grid for integers k (255 for 8-bit images, 16 for scikit-learn's
+            digits); an input off it is refused, named by its index.
     """
 
     def __init__(self, model: torch.nn.Module, noise, num_classes: int | None = None, device=None,
-                 amp: bool | str | None = None, compile: bool = False, denoiser: torch.nn.Module | None = None):
+                 amp: bool | str | None = None, compile: bool = False, denoiser: torch.nn.Module | None = None, *,
+                 float_sound: bool | None = None, input_grid: int | None = None):
         if denoiser is not None:       # Salman et al. 2020, §3: the composition is the base classifier
             from .denoise import Denoised
             model = Denoised(model, denoiser)
         check(callable(model), f"model must be a torch.nn.Module (or a callable on batches), got {type(model).__name__}")
         check(callable(getattr(noise, "sample", None)) and callable(getattr(noise, "radius", None)),
               f"noise must be a smoothcert noise such as Gaussian(sigma), got {type(noise).__name__}")
+        check(float_sound in (None, True, False), f"float_sound must be True, False or None, got {float_sound!r}")
+        if float_sound or (float_sound is None and input_grid is not None):
+            noise = sound.float_sound(noise, input_grid)
+        else:
+            check(input_grid is None, "input_grid goes with float-sound sampling (float_sound=False ignores it: "
+                                      "leave it out)")
         check(num_classes is None or (isinstance(num_classes, int) and num_classes >= 1),
               f"num_classes must be an integer >= 1, got {num_classes!r}")
         self.model = eval_mode(model) if isinstance(model, torch.nn.Module) else model
@@ -269,8 +284,21 @@ class Smooth:
 
     def check_inputs(self, xs: torch.Tensor, indices: Sequence[int] | None = None) -> None:
         """Every input finite and within the range of the model's dtype (the noisy inputs are cast to it); the
-        first that is not is named by its index (`indices`; default: its position)."""
+        first that is not is named by its index (`indices`; default: its position). Under float-sound sampling, also
+        every input on the noise's grid."""
         self._refresh()
+        self._check_finite(xs, indices)
+        if not callable(getattr(self.noise, "off_grid", None)) or not len(xs):
+            return
+        j = self.noise.off_grid(xs)
+        if j is not None:
+            raise SmoothcertError(f"input {j if indices is None else list(indices)[j]} is off its grid: not k/"
+                                  f"{self.noise.grid} for integers k, the grid float-sound sampling was declared for "
+                                  "(give the data's grid, or opt out of float-sound sampling)")
+        top = int(xs.reshape(len(xs), -1).abs().amax(dim=1).argmax())     # x + noise exact for the largest input
+        self.noise.encode(xs[top:top + 1].to(torch.promote_types(self.dtype, torch.float32)))
+
+    def _check_finite(self, xs: torch.Tensor, indices) -> None:
         top = torch.finfo(self.dtype).max
         narrow = (torch.finfo if xs.is_floating_point() else torch.iinfo)(xs.dtype).max > top
         if bool(torch.isfinite(xs).all()) and not (narrow and bool(xs.abs().max() > top)):

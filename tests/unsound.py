@@ -113,9 +113,9 @@ def layers_weighted_by_the_width_above(monkeypatch):
     upper bound's layer cake used for the lower bound): off by one layer, which coarse thresholds make large."""
     terms = confidence._terms
 
-    def above(layers, g, alpha, upper):
+    def above(layers, g, alpha, upper, tv=0.0):      # tv: the float-sound slack (0 for the Gaussian noise here)
         if upper:
-            return terms(layers, g, alpha, upper)
+            return terms(layers, g, alpha, upper, tv)
         widths = np.diff(np.append(layers.thresholds[g], layers.high))
         q = np.atleast_1d(confidence.tail_lower(layers.count_ge[g], layers.m[g], alpha))
         keep = (widths > 0) & (q > 0)

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import SmoothcertError, check
+from ..noises.record import is_float_sound
 from .figures import curve_colour, save_figure
 from .metrics import DEFAULT_RADII, check_radii
 from .reading import frozen_arrays, one_setting, parse_number, validate_rows
@@ -83,7 +84,8 @@ def load_confidence(path, *, allow_duplicates: bool = False) -> ConfidenceResult
     validate_rows(cols["idx"], cols["label"], cols["predict"], None, cols["correct"],
                lambda i: f"{path}, line {table[i][0]}", allow_duplicates)
     return ConfidenceResults(**frozen_arrays(**cols, cdf=cdf, baseline=base, mean_measure=mean), thresholds=thresholds,
-                             measure=first.measure, alpha=first.alpha, name=f"{first.measure} σ={first.scale:.4g}",
+                             measure=first.measure, alpha=first.alpha, name=f"{first.measure} σ={first.scale:.4g}"
+                             + (" float-sound" if is_float_sound(rows[0]["noise"]) else ""),
                              path=path)
 
 

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import SmoothcertError, check, check_alpha
+from ..noises.record import base_name, is_float_sound
 
 REQUIRED = ("idx", "label", "predict", "radius", "correct")       # a certify file; a predict file has no radius
 SETTINGS = ("noise", "scale", "certificate", "norm", "alpha", "n0", "n", "mode", "seed", "model")   # kept as text
@@ -205,11 +206,12 @@ def one_setting(path: str, rows: list[dict], lines: list[int], columns: Sequence
 
 
 def _settings_name(rows: list[dict], certify: bool) -> str:
-    """A name from the settings columns ("cohen σ=0.25 l2", "predict σ=0.5 n=1000"); "" when there are none."""
-    scale, n = _constant(rows, "scale"), _constant(rows, "n")
-    symbol = {"gaussian": "σ", "laplace": "λ", "uniform": "λ"}.get(_constant(rows, "noise"), "scale")
+    """A name from the settings columns ("cohen σ=0.25 l2", "predict σ=0.5 n=1000"; float-sound runs say so:
+    "cohen σ=0.25 float-sound l2", never the name of a default run); "" when there are none."""
+    scale, n, noise = _constant(rows, "scale"), _constant(rows, "n"), _constant(rows, "noise") or ""
+    symbol = {"gaussian": "σ", "laplace": "λ", "uniform": "λ"}.get(base_name(noise), "scale")
     try:
-        scale = scale and f"{symbol}={float(scale):.4g}"
+        scale = scale and f"{symbol}={float(scale):.4g}" + (" float-sound" if is_float_sound(noise) else "")
     except ValueError:
         scale = None
     if certify:

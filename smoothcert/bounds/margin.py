@@ -112,7 +112,15 @@ def _first_feasible_a(tail, alpha: float, lo: float, hi: float, start: float):
     return lo, hi, p_lo
 
 
-def _refined_lower(n: int, cutoffs, hfun, alpha: float, s1: float, s2: float, lo1: float, p1: float, A: float):
+def _margin_fn(hfun, tv: float = 0.0):
+    """g(a, b) = h(a) - h(b), or with tv > 0, h(a - tv) - h(b + tv) clipped to [0, 1] (exact_margin_lower, tv)."""
+    if tv == 0:
+        return lambda a, b: hfun(a) - hfun(b)
+    return lambda a, b: hfun(np.clip(a - tv, 0.0, 1.0)) - hfun(np.clip(b + tv, 0.0, 1.0))
+
+
+def _refined_lower(n: int, cutoffs, hfun, alpha: float, s1: float, s2: float, lo1: float, p1: float, A: float,
+                   tv: float = 0.0):
     """A lower bound on inf{g(a, s) : P_{a,s} > alpha, s in [s1, s2]} that is second order in s2 − s1.
 
     lo1 <= a*(s1) was certified with P-estimate p1 <= alpha − slack. For a' in [lo1, A], σ in [s1, s2] take
@@ -150,11 +158,11 @@ def _refined_lower(n: int, cutoffs, hfun, alpha: float, s1: float, s2: float, lo
     Ds = float(w_min @ (N * np.maximum(b_min - b_other, 0.0))) * (1.0 - _DERIV_SLACK)
     t = np.linspace(s1, s2, _STAIRS + 1)
     lam = np.clip(lo1 + (alpha - _P_SLACK - p1 + (t - s1) * Ds) / Da, lo1, A) if Da > 0 else np.full_like(t, A)
-    return float(np.min(hfun(lam[:-1]) - hfun((1.0 - lam[:-1]) * t[1:])))
+    return float(np.min(_margin_fn(hfun, tv)(lam[:-1], (1.0 - lam[:-1]) * t[1:])))
 
 
 def exact_margin_lower(x_a: int, x_b: int, x_rest: int, alpha: float, h: str = "probit",
-                       tol: float = 1e-6) -> float:
+                       tol: float = 1e-6, tv: float = 0.0) -> float:
     """(1 − alpha) lower confidence bound on h(p_A) − h(max(p_B, p_rest)) from trinomial counts, by test inversion.
 
     x_a, x_b, x_rest: votes for the top class A, the runner-up B (both chosen on independent selection samples)
@@ -183,6 +191,12 @@ def exact_margin_lower(x_a: int, x_b: int, x_rest: int, alpha: float, h: str = "
        the margin is almost constant along the boundary a*(s), the cap stops the search first and the result
        lies up to ~2e-3 below the infimum (still a valid bound, just less tight).
     Every approximation (window, ties, slacks, bracket ends, derivative bounds, staircase) moves the result down.
+
+    tv: the samples come from a law within total variation tv of the law the margin is wanted for (float-sound
+    sampling, smoothcert.noises.sound step 3): then g(q) = h(a - tv) - h(max(b, r) + tv) (clipped to [0, 1]), a lower
+    bound on the margin of every law within tv of q (each class's probability moves by at most tv). g is still
+    increasing in a and decreasing in b and r, all that steps 2-5 use, so the infimum over the same confidence set
+    is a (1 - alpha) lower bound on the wanted law's margin. tv = 0 is the plain bound.
     """
     for name, value in (("x_a", x_a), ("x_b", x_b), ("x_rest", x_rest)):
         check(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0,
@@ -194,7 +208,9 @@ def exact_margin_lower(x_a: int, x_b: int, x_rest: int, alpha: float, h: str = "
     alpha = check_alpha(alpha)
     check(h in ("probit", "identity"), f"h must be 'probit' or 'identity', got {h!r}")
     check(isinstance(tol, (int, float)) and tol > 0, f"tol must be > 0, got {tol!r}")
+    check(isinstance(tv, (int, float)) and 0 <= tv < 1, f"tv must lie in [0, 1), got {tv!r}")
     hfun = _ndtri if h == "probit" else (lambda x: x)
+    g = _margin_fn(hfun, tv)                              # see tv above
     n, cutoffs = _margin_cutoffs(x_a, x_b, x_rest, h)
     brackets = {}                                 # s -> (lo, hi, P at lo) with lo <= a*(s) <= hi
 
@@ -207,11 +223,11 @@ def exact_margin_lower(x_a: int, x_b: int, x_rest: int, alpha: float, h: str = "
 
     def lower(s1, s2):                            # a >= a*(s) >= a*(s1) >= lo(s1) and (1 − a)s <= (1 − lo)s2
         a = brackets[s1][0]
-        return float(hfun(a) - hfun((1.0 - a) * s2))
+        return float(g(a, (1.0 - a) * s2))
 
     def attained(s):                              # g at the feasible end of the bracket: >= the infimum
         a = brackets[s][1]
-        return float(hfun(a) - hfun((1.0 - a) * s))
+        return float(g(a, (1.0 - a) * s))
 
     solve(1.0, 0.0, 1.0, x_a / n)
     solve(0.5, 0.0, brackets[1.0][1], x_a / n)
@@ -225,7 +241,7 @@ def exact_margin_lower(x_a: int, x_b: int, x_rest: int, alpha: float, h: str = "
         A = max(brackets[s2][1], lo1)
         # the derivative bounds only help over a box in a narrower than ~0.3 sd of X_A/n: skip wider ones
         if not refined and p1 is not None and n > 1 and n * (A - lo1) <= 0.3 * math.sqrt(n * lo1 * (1 - lo1)) + 1:
-            heapq.heappush(heap, (max(bound, _refined_lower(n, cutoffs, hfun, alpha, s1, s2, lo1, p1, A)),
+            heapq.heappush(heap, (max(bound, _refined_lower(n, cutoffs, hfun, alpha, s1, s2, lo1, p1, A, tv)),
                                   s1, s2, True))
             continue
         sm = 0.5 * (s1 + s2)

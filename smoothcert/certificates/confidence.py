@@ -36,6 +36,12 @@ m samples a constant score gives a finite radius (ERRATA), about 10x the baselin
 
 Prediction (`certified_top`): A is reported only where the same lower bound at R = 0 certifies it as the smoothed
 soft classifier's top class at x; elsewhere the row abstains (predict -1, correct 0), whatever its radii.
+Float-sound noise (smoothcert.noises.sound, step 3; `tv` below, 0 otherwise): the samples come from a law within
+total variation tv of the Gaussian smoothing the theorems are about, so every event's probability moves by at most
+tv and the expectation of a [a, b]-valued measure by at most (b - a) tv. The layers use q_j - tv <= P(h >= s_j)
+and u_j + tv >= P(h > s_j) (together (b - a) tv on the bound at R = 0: the widths sum to b - a), the baseline
+p -/+ tv (p is the expectation on the [0, 1] scale), before the Gaussian shift to x': every bound is then one on
+the Gaussian smoothing at x', as for the hard certificates.
 """
 from __future__ import annotations
 
@@ -157,17 +163,19 @@ def layers_from_histogram(counts, measure: str = "score", num_thresholds: int = 
     return Layers(tuple(s), tuple(ge), tuple(ge), np.array(m), edges[0], edges[-1])
 
 
-def _terms(layers: Layers, g: int, alpha: float, upper: bool):
+def _terms(layers: Layers, g: int, alpha: float, upper: bool, tv: float = 0.0):
     """Theorem 2 for input g as (base, widths, z): bound = base + sum widths * Phi(z -/+ R/sigma), zero-width
-    and zero-mass layers dropped."""
+    and zero-mass layers dropped; each tail moved by tv (module doc)."""
     s, m = layers.thresholds[g], layers.m[g]
     if upper:
         widths = np.diff(np.append(s, layers.high))
         q = np.atleast_1d(tail_upper(layers.count_gt[g], m, alpha))     # >= P(h > s_j)
+        q = np.minimum(q + tv, 1.0) if tv else q
         base = s[0]
     else:
         widths = np.diff(np.insert(s, 0, layers.low))
         q = np.atleast_1d(tail_lower(layers.count_ge[g], m, alpha))     # <= P(h >= s_j)
+        q = np.maximum(q - tv, 0.0) if tv else q
         base = layers.low
     keep = (widths > 0) & (q > 0)
     return base, widths[keep], ndtri(q[keep])
@@ -179,56 +187,65 @@ def _radii(radius, sigma) -> tuple[np.ndarray, bool]:
     return np.atleast_1d(r) / _sigma(sigma), r.ndim == 0
 
 
-def cdf_lower(layers: Layers, radius, sigma: float, alpha: float) -> np.ndarray:
-    """001 Thm 2 lower bound on the expected measure within l2 distance `radius` (scalar: (G,), 1-D: (G, R))."""
-    return _cdf_bound(layers, radius, sigma, alpha, upper=False)
+def cdf_lower(layers: Layers, radius, sigma: float, alpha: float, tv: float = 0.0) -> np.ndarray:
+    """001 Thm 2 lower bound on the expected measure within l2 distance `radius` (scalar: (G,), 1-D: (G, R)); tv: the
+    sampler's total-variation distance (module doc)."""
+    return _cdf_bound(layers, radius, sigma, alpha, upper=False, tv=tv)
 
 
-def cdf_upper(layers: Layers, radius, sigma: float, alpha: float) -> np.ndarray:
+def cdf_upper(layers: Layers, radius, sigma: float, alpha: float, tv: float = 0.0) -> np.ndarray:
     """001 Thm 2 upper bound on the expected measure within l2 distance `radius` (shapes as `cdf_lower`)."""
-    return _cdf_bound(layers, radius, sigma, alpha, upper=True)
+    return _cdf_bound(layers, radius, sigma, alpha, upper=True, tv=tv)
 
 
-def _cdf_bound(layers: Layers, radius, sigma: float, alpha: float, upper: bool) -> np.ndarray:
-    alpha = check_alpha(alpha)
+def _tv(tv) -> float:
+    check(isinstance(tv, (int, float)) and 0 <= tv < 1, f"tv must lie in [0, 1), got {tv!r}")
+    return float(tv)
+
+
+def _cdf_bound(layers: Layers, radius, sigma: float, alpha: float, upper: bool, tv: float) -> np.ndarray:
+    alpha, tv = check_alpha(alpha), _tv(tv)
     r, scalar = _radii(radius, sigma)
     shift = r if upper else -r                                 # 001 Thm 2: Phi(z + R/sigma) above, Phi(z - R/sigma) below
     out = np.empty((len(layers.m), r.size))
     for g in range(len(layers.m)):
-        base, w, z = _terms(layers, g, alpha, upper=upper)
+        base, w, z = _terms(layers, g, alpha, upper=upper, tv=tv)
         out[g] = base + ndtr(z[None, :] + shift[:, None]) @ w  # 001 Thm 2, eq. (2)
     return out[:, 0] if scalar else out
 
 
-def certified_top(layers: Layers, candidate, measure: str, sigma: float, alpha: float) -> np.ndarray:
+def certified_top(layers: Layers, candidate, measure: str, sigma: float, alpha: float, tv: float = 0.0) -> np.ndarray:
     """(G,) the candidate A where the CDF lower bound at radius 0 certifies it as the smoothed soft classifier's top
-    class at x (E[score_A] > 1/2, or E[margin_A] > 0), ABSTAIN elsewhere."""
+    class at x (E[score_A] > 1/2, or E[margin_A] > 0), ABSTAIN elsewhere; tv as in `cdf_lower`."""
     # 001 Thm 2 at R = 0 bounds E[h_A(x + delta)] from the q_j of the one-sided DKW event that every radius of the
     # run already stands on (it holds for all thresholds at once), so this costs no extra alpha (ERRATA 001).
     # score: the scores sum to 1, so E[h_A] > 1/2 leaves every other class below 1/2; margin: E[h_A - max_{j != A}
     # h_j] > 0 gives E[h_A] > E[h_j] for every j != A.
-    ok = cdf_lower(layers, 0.0, sigma, alpha) > TOP[measure]
+    ok = cdf_lower(layers, 0.0, sigma, alpha, tv=tv) > TOP[measure]
     return np.where(ok, np.asarray(candidate, dtype=np.int64), ABSTAIN)
 
 
-def _baseline_p(sums, m, alpha: float, measure: str, upper: bool):
+def _baseline_p(sums, m, alpha: float, measure: str, upper: bool, tv: float = 0.0):
     low, high = measure_range(measure)
     bound = (hoeffding_upper if upper else hoeffding_lower)(sums, m, alpha, low, high)
-    return np.atleast_1d((bound - low) / (high - low)), low, high
+    p = np.atleast_1d((bound - low) / (high - low))
+    if _tv(tv):                                                      # module doc: p -/+ tv
+        p = np.clip(p + tv if upper else p - tv, 0.0, 1.0)
+    return p, low, high
 
 
-def baseline_lower(sums, m, radius, sigma: float, alpha: float, measure: str = "score") -> np.ndarray:
+def baseline_lower(sums, m, radius, sigma: float, alpha: float, measure: str = "score", tv: float = 0.0) -> np.ndarray:
     """001 Thm 1 lower bound within distance `radius`, from each input's sum of the measure over m samples
-    (Hoeffding lower bound at alpha, as in 001 §5.2). Shapes as `cdf_lower`."""
-    p, low, high = _baseline_p(sums, m, check_alpha(alpha), measure, upper=False)
+    (Hoeffding lower bound at alpha, as in 001 §5.2). Shapes as `cdf_lower`; tv as there."""
+    p, low, high = _baseline_p(sums, m, check_alpha(alpha), measure, upper=False, tv=tv)
     r, scalar = _radii(radius, sigma)
     out = low + (high - low) * ndtr(ndtri(p)[:, None] - r[None, :])     # 001 Thm 1, eq. (1)
     return out[:, 0] if scalar else out
 
 
-def baseline_upper(sums, m, radius, sigma: float, alpha: float, measure: str = "score") -> np.ndarray:
+def baseline_upper(sums, m, radius, sigma: float, alpha: float, measure: str = "score", tv: float = 0.0) -> np.ndarray:
     """001 Thm 1 upper bound within distance `radius` (Hoeffding upper bound at alpha)."""
-    p, low, high = _baseline_p(sums, m, check_alpha(alpha), measure, upper=True)
+    p, low, high = _baseline_p(sums, m, check_alpha(alpha), measure, upper=True, tv=tv)
     r, scalar = _radii(radius, sigma)
     out = low + (high - low) * ndtr(ndtri(p)[:, None] + r[None, :])     # 001 Thm 1, upper bound
     return out[:, 0] if scalar else out
@@ -240,10 +257,10 @@ def _levels(c, low: float, high: float) -> tuple[np.ndarray, bool]:
     return np.atleast_1d(c), c.ndim == 0
 
 
-def baseline_radius(sums, m, c, sigma: float, alpha: float, measure: str = "score") -> np.ndarray:
+def baseline_radius(sums, m, c, sigma: float, alpha: float, measure: str = "score", tv: float = 0.0) -> np.ndarray:
     """The largest R with the Thm 1 lower bound > c, in closed form: sigma (Phi^-1(p) - Phi^-1((c - a)/(b - a))),
-    0 where that is <= 0. c: scalar -> (G,), 1-D -> (G, C)."""
-    p, low, high = _baseline_p(sums, m, check_alpha(alpha), measure, upper=False)
+    0 where that is <= 0. c: scalar -> (G,), 1-D -> (G, C); tv as in `cdf_lower`."""
+    p, low, high = _baseline_p(sums, m, check_alpha(alpha), measure, upper=False, tv=tv)
     c, scalar = _levels(c, low, high)
     with np.errstate(divide="ignore"):
         r = _sigma(sigma) * (ndtri(p)[:, None] - ndtri((c - low) / (high - low))[None, :])   # Thm 1 solved for R
@@ -251,16 +268,16 @@ def baseline_radius(sums, m, c, sigma: float, alpha: float, measure: str = "scor
     return out[:, 0] if scalar else out
 
 
-def cdf_radius(layers: Layers, c, sigma: float, alpha: float, tol: float = TOL) -> np.ndarray:
+def cdf_radius(layers: Layers, c, sigma: float, alpha: float, tol: float = TOL, tv: float = 0.0) -> np.ndarray:
     """The largest R (to within `tol`, rounded down) with the Thm 2 lower bound > c; 0 where the bound at R = 0
-    is <= c. c: scalar -> (G,), 1-D -> (G, C)."""
-    alpha, sigma = check_alpha(alpha), _sigma(sigma)
+    is <= c. c: scalar -> (G,), 1-D -> (G, C); tv as in `cdf_lower`."""
+    alpha, sigma, tv = check_alpha(alpha), _sigma(sigma), _tv(tv)
     check(isinstance(tol, float) and tol > 0, f"tol must be a float > 0, got {tol!r}")
     c, scalar = _levels(c, layers.low, layers.high)
     zc = ndtri((c - layers.low) / (layers.high - layers.low))
     out = np.zeros((len(layers.m), c.size))
     for g in range(len(layers.m)):
-        base, w, z = _terms(layers, g, alpha, upper=False)
+        base, w, z = _terms(layers, g, alpha, upper=False, tv=tv)
         if z.size == 0:
             continue
 

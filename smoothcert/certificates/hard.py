@@ -8,6 +8,11 @@ probabilities are bounded and at which level; the noise turns the bounds into a 
 Why each is sound (failure probability <= alpha): A (and B) are functions of the selection samples only,
 which are independent of the estimation samples, so conditional on them every bound below is a plain
 confidence bound for fixed classes.
+
+Float-sound noise (smoothcert.noises.sound) samples a law within total variation tv = tv_of(noise) of the one the
+certificate is proved for, so every class's probability under it is within tv of the sampled one: P(A) >= p_A - tv
+and P(c) <= p_B + tv. The radius methods apply this; where a certificate decides to certify, or reads sigma itself,
+it applies it here (tv = 0 for every other noise: the same numbers as without).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .. import bounds
-from ..noises import norms
+from ..noises import norms, tv_of
 from .verdict import ABSTAIN, Verdict, _as_counts, _why
 
 
@@ -33,7 +38,7 @@ def one_sided(counts_selection, counts, noise, alpha: float, norm: str) -> Verdi
     -lam log 2(1 - pA) for Laplace noise, Teng et al. Thm 2; 2 lam (pA - 1/2) for uniform noise, Yang et al. 2020)."""
     _, counts, rows, c_a = _top(counts_selection, counts)
     p_a = np.atleast_1d(bounds.clopper_pearson_lower(counts[rows, c_a], counts.sum(axis=1), alpha))
-    certified = p_a >= 0.5
+    certified = p_a - tv_of(noise) >= 0.5                 # P(A) >= p_A - tv (module doc)
     radius = np.where(certified, noise.radius(p_a, norm), 0.0)
     return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_a, np.full(len(p_a), np.nan), c_a,
                    _why(certified, "pA_lower < 1/2"))
@@ -52,7 +57,7 @@ def _two_sided(radius_of: Callable) -> Callable:
         others = counts.copy()
         others[rows, c_a] = -1
         p_b = np.minimum(np.atleast_1d(bounds.clopper_pearson_upper(others.max(axis=1).clip(0), n, alpha / 2)), 1 - p_a)
-        certified = p_a > p_b
+        certified = p_a - tv_of(noise) > p_b + tv_of(noise)      # the module doc's tv
         radius = np.where(certified, radius_of(noise)(p_a, p_b, norm), 0.0)
         return Verdict(np.where(certified, c_a, ABSTAIN), radius, p_a, p_b, c_a, _why(certified, "pA_lower <= pB_upper"))
     certificate.__doc__ = f"{radius_of.__doc__}\n{certificate.__doc__}"
@@ -85,15 +90,17 @@ def exact_margin(counts_selection, counts, noise, alpha: float, norm: str) -> Ve
     """The exact trinomial lower confidence bound L on Phi^-1(P(A)) - Phi^-1(max(P(B), P(rest))) (000 §4,
     corrected per ERRATA; see bounds.exact_margin_lower), radius sigma/2 * L, abstain unless L > 0. A and B come
     from the selection samples, so the trinomial (A, B, rest) of the fresh counts has fixed classes, and
-    max(P(B), P(rest)) >= max_{c != A} P(c) keeps the radius valid whatever the other classes do. Under
-    norm 'linf:d=D' the l2 radius is read as r_2 / sqrt(D) (noises/norms.py)."""
+    max(P(B), P(rest)) >= max_{c != A} P(c) keeps the radius valid whatever the other classes do. Under float-sound
+    noise the bound is on Phi^-1(P(A) - tv) - Phi^-1(max(P(B), P(rest)) + tv) of the sampled law, a lower bound on the
+    margin of the law the radius is proved for (bounds.exact_margin_lower, tv; the module doc). Under norm
+    'linf:d=D' the l2 radius is read as r_2 / sqrt(D) (noises/norms.py)."""
     noise._check_norm(norm)
     counts_selection, counts, rows, c_a = _top(counts_selection, counts)
     c_b = runner_up(counts_selection, c_a)
     x_a = counts[rows, c_a]
     x_b = np.where(c_b == c_a, 0, counts[rows, c_b])      # a one-class model has no runner-up
     x_r = counts.sum(axis=1) - x_a - x_b
-    lower = np.array([bounds.exact_margin_lower(int(a), int(b), int(r), alpha, "probit")
+    lower = np.array([bounds.exact_margin_lower(int(a), int(b), int(r), alpha, "probit", tv=tv_of(noise))
                       for a, b, r in zip(x_a, x_b, x_r)])
     certified = lower > 0
     radius = norms.read(np.where(certified, 0.5 * noise.sigma * np.where(certified, lower, 0.0), 0.0), norm)

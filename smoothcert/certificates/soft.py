@@ -20,6 +20,10 @@ class, its bound fails with probability <= alpha/2 and is <= that max, so no uni
 on the event E_A >= p_a no other class exceeds 1 - p_a, so the upper bound is capped there. The classes are
 functions of the selection samples only, independent of the estimation samples, so conditional on them these
 are plain confidence bounds for fixed classes. Mode 'one-sided': all of alpha to E_A, radius sigma Phi^-1(p_a).
+
+Float-sound noise (smoothcert.noises.sound) samples a law within total variation tv of the one the radius is proved
+for, and a [0, 1]-valued score's expectation moves by at most tv between two such laws: E_A >= p_a - tv and
+E_c <= p_b + tv. The noise's radius methods apply this; the decision to certify and soft_lipschitz apply it here.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import numpy as np
 
 from ..bounds.mean import bernstein_lower, bernstein_upper, hoeffding_lower, hoeffding_upper
 from ..errors import SmoothcertError, check, check_alpha
-from ..noises import norms
+from ..noises import norms, tv_of
 from .verdict import ABSTAIN, Verdict
 
 MODES = ("margin", "one-sided")
@@ -66,13 +70,14 @@ def from_bounds(c_a, p_a, p_other, noise, norm: str = "l2", mode: str = "margin"
     each at the level the mode's alpha split gives. Abstains where nothing is certified."""
     _check(noise, norm, mode)
     p_a = np.atleast_1d(np.asarray(p_a, dtype=np.float64))
+    tv = tv_of(noise)                                      # the module doc's tv
     if mode == "one-sided":
-        ok = p_a > 0.5
+        ok = p_a - tv > 0.5
         radius = np.where(ok, noise.radius(p_a, norm), 0.0)
         p_b = np.full(len(p_a), np.nan)
     else:
         p_b = np.minimum(np.atleast_1d(np.asarray(p_other, dtype=np.float64)), 1.0 - p_a)
-        ok = p_a > p_b
+        ok = p_a - tv > p_b + tv
         radius = np.where(ok, noise.margin_radius(p_a, p_b, norm), 0.0)
     return Verdict(np.where(ok, np.asarray(c_a), ABSTAIN), radius, p_a, p_b)
 
@@ -130,12 +135,14 @@ def soft_lipschitz(sums_selection, sums, squares, n, noise, alpha: float, norm: 
     difference gives twice it, which is not valid: tests/test_tie_soundness.py catches it.)
     R1 is never larger than R2 = sigma/2 (Phi^-1(p_a) - Phi^-1(p_b)): Phi^-1 has slope >= sqrt(2 pi), so
     R2 >= sigma sqrt(pi/2) M = R1, with equality only as p_a and p_b tend to 1/2. Kept for comparison, as 000
-    offers it. Under norm 'linf:d=D' the l2 radius is read as R1 / sqrt(D) (noises/norms.py)."""
+    offers it. Float-sound noise: M = (p_a - tv) - (p_b + tv) (the module doc's tv; F_A and F_c are [0, 1]-valued).
+    Under norm 'linf:d=D' the l2 radius is read as R1 / sqrt(D) (noises/norms.py)."""
     alpha = check_alpha(alpha)
     v = soft_bernstein(sums_selection, sums, squares, n, noise, alpha, norm, "margin")
     sel = np.atleast_2d(np.asarray(sums_selection, dtype=np.float64))
-    ok = v.p_lower > v.p_upper
-    radius = norms.read(np.where(ok, (v.p_lower - v.p_upper) * noise.sigma / LIPSCHITZ_MARGIN, 0.0), norm)
+    margin = (v.p_lower - tv_of(noise)) - (v.p_upper + tv_of(noise))
+    ok = margin > 0
+    radius = norms.read(np.where(ok, margin * noise.sigma / LIPSCHITZ_MARGIN, 0.0), norm)
     return Verdict(np.where(ok, choose(sel), ABSTAIN), radius, v.p_lower, v.p_upper)
 
 

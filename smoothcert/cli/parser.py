@@ -7,6 +7,7 @@ import math
 import re
 
 from ..errors import MAX_COUNT, SmoothcertError
+from .sampling import add_float_sound_args
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line as every other error, and values that start with a minus sign and a
@@ -108,6 +109,7 @@ def _selection_args(p: argparse.ArgumentParser) -> None:
                         "printed on stderr. Off by default: compiling takes time, and the gain depends on the model "
                         "(on a CPU: CIFAR ResNet-20 1.5x faster, the digits CNN no faster; README, Benchmarks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_float_sound_args(p)
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run on a Ray cluster (pip install 'smoothcert[ray]'): --ray alone starts a local one of "
                         "--workers; --ray ADDRESS joins one (auto: the one on this machine); same rows as without")
@@ -218,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-model", action="store_true", help="as for certify")
     p.add_argument("--amp", nargs="?", const="fp16", choices=("fp16", "bf16"), help="as for certify")
     _denoiser_args(p)
+    add_float_sound_args(p)
     p.add_argument("--budget-ms", type=POSITIVE, default=40.0, help="time budget for one input, ms (default 40)")
     p.add_argument("--n0", type=COUNT, default=100, help="selection samples, part of the budget (default 100)")
     p.add_argument("--alpha", type=float, default=0.001, help="failure probability (default 0.001)")

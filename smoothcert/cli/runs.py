@@ -9,6 +9,7 @@ import sys
 from ..errors import SmoothcertError, check, check_alpha, check_count
 from .denoise import check_denoiser_args, load_cli_denoiser
 from .parser import noise_of, numbers
+from .sampling import sampled_noise
 
 def _indices(args, data):
     from ..data import select
@@ -38,6 +39,7 @@ def _smoothed(args):
     device = resolve_device(args.device)
     _check_out(args)
     data = load_data(args.data, args.split)
+    noise = sampled_noise(args, noise, data)
     indices = _indices(args, data)
     model = load_model(args.model, args.weights, device, trust=args.trust_model, num_classes=data.num_classes,
                        in_channels=data.x.shape[1])

@@ -7,6 +7,7 @@ from ..errors import check, check_alpha, check_count
 from ..models.architectures import MAX_CLASSES as MAX_TRAIN_CLASSES
 from .denoise import check_denoiser_args, load_cli_denoiser
 from .parser import noise_of
+from .sampling import sampled_noise
 
 def cmd_bench_latency(args) -> None:
     from .. import planning
@@ -20,11 +21,13 @@ def cmd_bench_latency(args) -> None:
     alpha = check_alpha(args.alpha)
     check_count("--n0", args.n0)
     run = planning.load_run(args.results) if args.results else None     # a bad file fails before any timing
-    if run is not None:                                                  # its prediction is for the run's noise
-        check(run.noise == noise, f"{args.results} was certified under {run.noise.describe()} but this command "
-                                  f"times {noise.describe()}: give the run's --noise and --sigma/--lam")
     device = resolve_device(args.device)
     data = load_data(args.data, args.split)
+    noise = sampled_noise(args, noise, data)
+    if run is not None:                                                  # its prediction is for the run's noise
+        check(run.noise == noise, f"{args.results} was certified under {run.noise.describe()} but this command "
+                                  f"times {noise.describe()}: give the run's --noise, --sigma/--lam and sampling "
+                                  "(--float-sound, --input-grid)")
     check(0 <= args.index < len(data), f"--index {args.index} is out of range (0..{len(data) - 1})")
     model = load_model(args.model, args.weights, device, trust=args.trust_model, num_classes=data.num_classes,
                        in_channels=data.x.shape[1])

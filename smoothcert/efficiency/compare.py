@@ -13,6 +13,7 @@ from .. import planning
 from ..analysis.metrics import DEFAULT_RADII, average_certified_radius, certified_accuracy, check_radii
 from ..analysis.reading import Results, frozen_arrays
 from ..errors import SmoothcertError, check
+from ..noises.record import base_name, is_float_sound
 
 KEYS = ("noise", "scale", "certificate", "norm", "alpha", "n0", "seed", "model")   # what compared runs share
 ADAPTIVE = ("input-n", "target")          # modes whose rows used a data-dependent number of samples
@@ -108,8 +109,9 @@ class VersusN:
 
 def _set_name(res: Results) -> str:
     s = res.settings
-    symbol = {"gaussian": "σ", "laplace": "λ", "uniform": "λ"}.get(s["noise"], "scale")
-    return f"{s['certificate']} {symbol}={s['scale']} {s['norm']}, n0={s['n0']}, alpha={s['alpha']}, seed={s['seed']}"
+    symbol = {"gaussian": "σ", "laplace": "λ", "uniform": "λ"}.get(base_name(s["noise"]), "scale")
+    sound = " float-sound" if is_float_sound(s["noise"]) else ""
+    return f"{s['certificate']} {symbol}={s['scale']}{sound} {s['norm']}, n0={s['n0']}, alpha={s['alpha']}, seed={s['seed']}"
 
 
 def _run(res: Results) -> planning.Run | None:

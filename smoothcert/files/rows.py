@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import MAX_COUNT, SmoothcertError, check
 from ..measures import BINS, MEASURES
-from ..noises import NOISES, norms
+from ..noises import norms
+from ..noises.record import parse_cell
 from .columns import CERTIFY_COLUMNS, CONFIDENCE_FIRST, CONFIDENCE_LAST, PREDICT_COLUMNS, SOFT_COLUMNS
 
 MAX_CLASSES = 1_000_000          # a file claiming more classes is refused before anything that large is built
@@ -160,8 +161,12 @@ def parse_counts(text: str, num_classes: int, total: int, where: str, what: str)
 
 
 def _check_settings(where: str, row: dict) -> tuple[str, float, float]:
-    """(noise, scale, alpha) of a row: a known noise, a finite scale > 0, alpha in (0, 1)."""
-    check(row["noise"] in NOISES, f"{where}: unknown noise {row['noise']!r} (known: {', '.join(NOISES)})")
+    """(noise, scale, alpha) of a row: a known noise (its whole cell: noises.record), a finite scale > 0, alpha in
+    (0, 1)."""
+    try:
+        parse_cell(row["noise"])
+    except SmoothcertError as e:
+        raise SmoothcertError(f"{where}: {e}") from None
     try:
         scale, alpha = float(row["scale"]), float(row["alpha"])
     except ValueError:

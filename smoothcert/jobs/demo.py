@@ -40,6 +40,12 @@ TARGET_RADII = (0.25, 0.5)                # early stopping: certified at r0?
 CONFIDENCE_THRESHOLDS = (0.5, 0.8)        # certified confidence: expected score of the predicted class above c
 
 
+def _smooth(model, noise, device, data) -> Smooth:
+    """The demo certifies on the command line's default path: Gaussian noise drawn float-soundly on the data's grid
+    (digits: k/16; smoothcert.noises.sound); other noises as they are. Training stays on plain noise."""
+    return Smooth(model, noise, device=device, input_grid=data.grid if noise.name == "gaussian" else None)
+
+
 def _model(out_dir, tag, noise, train_set, test_set, epochs, seed, device):
     """Train (or reuse) the digits CNN under `noise`; print its accuracy."""
     path = os.path.join(out_dir, f"digits_cnn_{tag}.pt2")
@@ -73,8 +79,8 @@ def run_demo(out_dir: str = "demo_out", n0: int = 100, n: int = 10_000, alpha: f
         outs = nested_paths(out, ns) if len(ns) > 1 else [out]
         print(f"  certifying {len(test_set)} test images: n0={n0}, n={','.join(map(str, ns))}, alpha={alpha} -> "
               f"{', '.join(outs)}")
-        certify_dataset(Smooth(model, noise, device=device), test_set, everyone, out, n0=n0, n=list(ns), alpha=alpha,
-                        batch_size=1000, seed=seed, progress=progress)
+        certify_dataset(_smooth(model, noise, device, test_set), test_set, everyone, out, n0=n0, n=list(ns),
+                        alpha=alpha, batch_size=1000, seed=seed, progress=progress)
         return outs                                      # one file per n, the largest n last
 
     models = {s: _model(out_dir, f"sigma{s}", Gaussian(s), train_set, test_set, epochs, seed, device) for s in SIGMAS}
@@ -128,7 +134,7 @@ def _soft_scores(out_dir, model, test_set, everyone, hard, n0, n, alpha, seed, d
     noise = Gaussian(SIGMAS[0])
     soft = os.path.join(out_dir, f"certify_sigma{SIGMAS[0]}_soft-bernstein.tsv")
     print(f"\nsoft scores (sigma={SIGMAS[0]}): the smoothed soft classifier (expected softmax), n0={n0}, n={n} -> {soft}")
-    certify_dataset(Smooth(model, noise, device=device), test_set, everyone, soft, n0=n0, n=n, alpha=alpha,
+    certify_dataset(_smooth(model, noise, device, test_set), test_set, everyone, soft, n0=n0, n=n, alpha=alpha,
                     batch_size=1000, seed=seed, certificate="soft-bernstein", progress=progress)
     hoeffding = soft.replace("soft-bernstein", "soft-hoeffding")
     recertify(soft, "soft-hoeffding", hoeffding, overwrite=True)
@@ -136,7 +142,7 @@ def _soft_scores(out_dir, model, test_set, everyone, hard, n0, n, alpha, seed, d
     conf = os.path.join(out_dir, f"confidence_sigma{SIGMAS[0]}.tsv")
     print(f"\ncertified confidence (Kumar et al. 2020), score of the predicted class above c = "
           f"{', '.join(map(str, CONFIDENCE_THRESHOLDS))}: n={n} -> {conf}")
-    confidence_dataset(Smooth(model, noise, device=device), test_set, everyone, conf, n0=n0, n=n, alpha=alpha,
+    confidence_dataset(_smooth(model, noise, device, test_set), test_set, everyone, conf, n0=n0, n=n, alpha=alpha,
                        thresholds=CONFIDENCE_THRESHOLDS, batch_size=1000, seed=seed, progress=progress)
     res = load_confidence(conf)
     print(confidence_table([res], RADII))
@@ -178,7 +184,7 @@ def _sample_efficiency(out_dir, model, test_set, everyone, nested, n0, n, alpha,
     outs = []
     for r0 in TARGET_RADII:
         out = os.path.join(out_dir, f"certify_sigma{SIGMAS[0]}_target{r0:g}.tsv")
-        certify_dataset(Smooth(model, noise, device=device), test_set, everyone, out, n0=n0, n=n, alpha=alpha,
+        certify_dataset(_smooth(model, noise, device, test_set), test_set, everyone, out, n0=n0, n=n, alpha=alpha,
                         batch_size=1000, seed=seed, n_max=n, target_radius=r0, progress=progress)
         res = load_results(out)
         s = speedup(res, fixed)

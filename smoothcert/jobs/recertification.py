@@ -18,7 +18,8 @@ from ..files.lock import FileLock, writer_of
 from ..files.rows import (check_certify_row, check_confidence_row, check_soft_row, dense, in_chunks, parse_int,
                           read_table)
 from ..files.writer import write_all
-from ..noises import NOISES, norms
+from ..noises import norms, tv_of
+from ..noises.record import rebuild
 
 
 def recertify(path: str, certificate: str | None, out: str, norm: str | None = None, overwrite: bool = False, *,
@@ -47,6 +48,14 @@ def recertify(path: str, certificate: str | None, out: str, norm: str | None = N
             columns, rows = _recertify_rows(path, certificate, norm, soft="scores" in header)
         write_all(out, columns, rows)
     return len(rows)
+
+
+def _noise(path: str, line: int, cell: str, scale: float):
+    """The noise a row's `noise` cell and scale describe (noises.record.rebuild), a refusal naming the line."""
+    try:
+        return rebuild(cell, scale)
+    except SmoothcertError as e:
+        raise SmoothcertError(f"{path} line {line}: {e}") from None
 
 
 def _unique(path: str, table) -> None:
@@ -88,7 +97,7 @@ def _recertify_rows(path, certificate, norm, soft: bool):
         groups.setdefault((*key, int(row["num_classes"]), _norm_of(path, line, row, norm)), []).append(
             (line, row, c0, c1))
     for (noise_name, scale, alpha, k, wanted), members in groups.items():
-        noise = NOISES[noise_name](scale)
+        noise = _noise(path, members[0][0], noise_name, scale)   # float-sound runs keep their grid, bits and tv
         spec, row_norm = certificates.resolve(certificate, noise, wanted)
         for line, row, _, _ in members:
             check(not spec.uses_selection or int(row["n0"]) > 0, f"{path} line {line}: n0 is 0 (the row's samples both "
@@ -139,11 +148,12 @@ def _reconfidence(path, thresholds, num_thresholds):
         check(c.measure == checked[0][2].measure, f"{path} line {line}: measure {c.measure} differs from line "
               f"{checked[0][0]}'s {checked[0][2].measure}; one measure per file")
         k = c.num_thresholds if num_thresholds is None else num_thresholds
+        tv = tv_of(_noise(path, line, row["noise"], c.scale))     # float-sound rows: the sampler's tv
         layers = conf.layers_from_histogram(dense([c.histogram]), c.measure, k)
-        cdf = conf.cdf_radius(layers, np.array(levels), c.scale, c.alpha)[0]
+        cdf = conf.cdf_radius(layers, np.array(levels), c.scale, c.alpha, tv=tv)[0]
         base = conf.baseline_radius(np.array([c.measure_sum]), c.n, np.array(levels), c.scale, c.alpha,
-                                    c.measure)[0]
-        predict = int(conf.certified_top(layers, [c.candidate], c.measure, c.scale, c.alpha)[0])
+                                    c.measure, tv=tv)[0]
+        predict = int(conf.certified_top(layers, [c.candidate], c.measure, c.scale, c.alpha, tv=tv)[0])
         row = {key: value for key, value in row.items() if "@" not in key}
         row.update(num_thresholds=str(k), predict=predict, correct=int(predict == int(row["label"])),
                    **confidence_cells(levels, cdf, base))

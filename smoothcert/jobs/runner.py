@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..errors import check
 from ..files.columns import format_float, format_time
 from ..files.writer import ResultsWriter
+from ..noises.record import noise_cell
 from ..smooth import Smooth
 
 
@@ -71,7 +72,7 @@ def to_files(smoothed, data, indices, sinks, columns, job, progress, model_id=No
     smoothed.check_inputs(xs, indices)          # inputs, model and input shape checked before any file is touched
     smoothed.probe(xs[:1], indices)
     _check_labels(smoothed, data, indices)
-    fixed = {"noise": smoothed.noise.name, "scale": format_float(smoothed.noise.scale),
+    fixed = {"noise": noise_cell(smoothed.noise), "scale": format_float(smoothed.noise.scale),
              "model": model_id or smoothed.model_id(), "num_classes": str(smoothed.num_classes)}
     labels = {int(i): int(data.y[i]) for i in indices}
     written = 0

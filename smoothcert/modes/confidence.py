@@ -16,6 +16,7 @@ from ..engine import streams as stage
 from ..engine.statistics import MeasureHistogram
 from ..engine.streams import Request
 from ..errors import check, check_alpha, check_count
+from ..noises import tv_of
 from .common import groups, run_seed, soft_selection, streams
 from .grouping import GROUPING
 from .outcomes import Confidence
@@ -37,7 +38,7 @@ def confidence(smooth, xs, n0, n, alpha, thresholds, batch_size, *, measure, num
     check_count("num_thresholds", num_thresholds)
     check_count("bins", bins)
     seed, generator = run_seed(seed, generator)
-    sigma = smooth.noise.sigma
+    sigma, tv = smooth.noise.sigma, tv_of(smooth.noise)     # float-sound: the sampler's tv (certificates.confidence)
     for sampler, chunk, members, keep in groups(smooth, xs, GROUPING["confidence"](dict(n0=n0, n=n)), batch_size,
                                                 indices, skip):
         t0 = time.perf_counter()
@@ -47,9 +48,9 @@ def confidence(smooth, xs, n0, n, alpha, thresholds, batch_size, *, measure, num
         (hist, sums), = sampler.run(chunk, [Request(j, est[j], n) for j in range(G)],
                                     [MeasureHistogram(top, measure, bins)], on_batch)
         layers = conf.layers_from_histogram(hist[keep], measure, num_thresholds)
-        cdf = conf.cdf_radius(layers, np.array(levels), sigma, alpha)
-        base = conf.baseline_radius(sums[keep], n, np.array(levels), sigma, alpha, measure)
-        predict = conf.certified_top(layers, top[keep], measure, sigma, alpha)
+        cdf = conf.cdf_radius(layers, np.array(levels), sigma, alpha, tv=tv)
+        base = conf.baseline_radius(sums[keep], n, np.array(levels), sigma, alpha, measure, tv=tv)
+        predict = conf.certified_top(layers, top[keep], measure, sigma, alpha, tv=tv)
         seconds = (time.perf_counter() - t0) / G
         for row, j in enumerate(keep):
             yield Confidence(members[j], int(predict[row]), levels, cdf[row], base[row], hist[j], float(sums[j]),

@@ -19,6 +19,7 @@ from ..engine import streams as stage
 from ..engine.streams import Request
 from ..errors import check_alpha, check_count
 from ..noises.norms import dims_of
+from ..noises import tv_of
 from .common import as_certificate, groups, run_seed, streams
 from .grouping import GROUPING
 
@@ -56,7 +57,7 @@ def certify_target(smooth, xs, n0, radius, n_max, alpha, batch_size, *, futility
             if not live.any():
                 break
         seconds = (time.perf_counter() - t0) / G
-        ok = best >= 0.5
+        ok = best - tv_of(smooth.noise) >= 0.5     # float-sound: P(A) >= pA_lower - tv (certificates.hard)
         radii = np.where(ok, smooth.noise.radius(best, norm), 0.0)
         v = certificates.Verdict(np.where(ok, top, ABSTAIN), radii, best, np.full(G, np.nan), top,
                                  np.where(ok, "", "pA_lower < 1/2").astype(object))

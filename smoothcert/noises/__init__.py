@@ -195,6 +195,13 @@ class Uniform(_Noise):
         return f"uniform(lam={self.lam:g})"
 
 
+def tv_of(noise) -> float:
+    """The total-variation distance between the law `noise` samples and the law its certificates are proved for:
+    0 for the noises here, `tv` for the float-sound Gaussian (sound.py, step 3). A certificate that reads the noise's
+    scale directly, instead of its radius methods, must absorb it."""
+    return float(getattr(noise, "tv", 0.0))
+
+
 NOISES = {"gaussian": Gaussian, "laplace": Laplace, "uniform": Uniform}
 
 

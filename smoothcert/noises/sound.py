@@ -250,9 +250,21 @@ class SoundGaussian(_Noise):
         p = SIGNIFICAND[x.dtype]
         check(need <= 1 << p, f"x + noise cannot be exact in {str(x.dtype).replace('torch.', '')}: inputs up to "
                               f"{top}/{self.grid} plus noise up to {self._table.half * self.step:g} grid steps on "
-                              f"steps of 2^-{self.bits} need {need.bit_length()} significant bits, it has {p} (use "
-                              "float64 or fewer noise bits)")
+                              f"steps of 2^-{self.bits} need {need.bit_length()} significant bits, it has {p} (sigma "
+                              f"= {self.sigma:g} is too small for this grid and dtype: a larger sigma, float64, or fewer "
+                              "noise bits)")
         return k.to(x.dtype)
+
+    def off_grid(self, x: torch.Tensor) -> int | None:
+        """The position of the first input (x: (N, ...)) with a value more than GRID_TOLERANCE steps off k / grid,
+        or None when every input is on the grid (checked a few inputs at a time: no copy of the whole data)."""
+        step = max(1, (1 << 22) // max(1, x[0].numel())) if x.numel() else 1
+        for start in range(0, len(x), step):
+            units = x[start:start + step].double().reshape(min(step, len(x) - start), -1) * self.grid
+            bad = ((units - units.round()).abs() > GRID_TOLERANCE).any(dim=1).nonzero()
+            if len(bad):
+                return start + int(bad[0])
+        return None
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Noisy inputs in grid units -> the model's input z / grid (part of the base classifier)."""
