@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import SmoothcertError, check, check_count
+from ..errors import SmoothcertError, check_count
 
 
 class DnCNN(nn.Module):
