@@ -58,10 +58,9 @@ def is_text(name: str) -> bool:
     return name.startswith(("models/", "extra/")) or name.lower().endswith(".json")
 
 
-def bound(data: bytes) -> None:
-    """Raise Unreadable unless `data` is a zip archive whose directory torch's reader takes as Python's zipfile does,
-    or TooLarge if its entries declare more than INFLATION times its size plus SLACK bytes in all: what torch's
-    reader allocates for an entry is its declared size, read here before anything is inflated."""
+def _listing(data: bytes) -> tuple[list[zipfile.ZipInfo], int]:
+    """Python's zipfile's listing of `data`, checked to sit where and be what the archive's end record says, and
+    where its central directory starts."""
     cd_offset, count = _directory(data)
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
@@ -70,6 +69,14 @@ def bound(data: bytes) -> None:
     infos = zf.infolist()
     if zf.start_dir != cd_offset or len(infos) != count:
         raise Unreadable("its zip directory is not where and what its end record says (data prepended or hidden)")
+    return infos, cd_offset
+
+
+def bound(data: bytes) -> None:
+    """Raise Unreadable unless `data` is a zip archive whose directory torch's reader takes as Python's zipfile does,
+    or TooLarge if its entries declare more than INFLATION times its size plus SLACK bytes in all: what torch's
+    reader allocates for an entry is its declared size, read here before anything is inflated."""
+    infos, _ = _listing(data)
     _cap_total(infos, len(data))
     try:
         reader = torch._C.PyTorchFileReader(io.BytesIO(data))
@@ -143,14 +150,7 @@ class Archive:
 
 def _open(data: bytes, nested: bool) -> list[zipfile.ZipInfo]:
     """Python's zipfile over `data`, with the listing checked to be the one torch's reader (miniz) takes."""
-    cd_offset, count = _directory(data)
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as exc:
-        raise Unreadable(f"not a zip archive ({first_line(exc)})") from None
-    infos = zf.infolist()
-    if zf.start_dir != cd_offset or len(infos) != count:
-        raise Unreadable("its zip directory is not where and what its end record says (data prepended or hidden)")
+    infos, start_dir = _listing(data)
     if not infos:
         raise Unreadable("the archive is empty")
     root = infos[0].filename.split("/")[0]
@@ -175,7 +175,7 @@ def _open(data: bytes, nested: bool) -> list[zipfile.ZipInfo]:
                              + (" (entries of a torch.save archive inside it must be stored)" if nested else ""))
         if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
             raise Unreadable(f"its stored entry {name} declares two sizes")
-        if info.header_offset + 30 > zf.start_dir:
+        if info.header_offset + 30 > start_dir:
             raise Unreadable(f"its entry {name} lies outside the archive")
     return infos
 
